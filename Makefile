@@ -1,0 +1,61 @@
+# lbkit — make targets. The two set-up steps a newcomer needs are
+# `make demo` and `make test`; everything else here serves them.
+
+GO          ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+PKGS        := ./...
+
+# Debian packages the tests and the demo need, installed by `make deps`
+# only when missing: iptables/nftables for the NAT engines, iproute2 for
+# debugging labs, arping for the arp tests, and for the VM tier qemu (TCG),
+# kmod, cpio and xz-utils to unpack Debian's kernel and its modules.
+DEB_PKGS := iptables nftables iproute2 arping qemu-system-x86 kmod cpio xz-utils
+
+.PHONY: all deps lint test test-unit test-netns vmtest bench demo
+
+all: test
+
+## deps: install the Debian packages the tests and the demo need (root)
+deps:
+	@missing=""; \
+	for p in $(DEB_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "deps: all present ($(DEB_PKGS))"; exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "deps: missing:$$missing — run make deps as root" >&2; exit 1; fi; \
+	echo "deps: installing$$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -q && apt-get install -y -q --no-install-recommends $$missing
+
+## lint: gofmt, go vet and staticcheck (pinned)
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+## test: deps, lint, then all three tiers (unit + netns, then the VM)
+test: deps lint test-netns vmtest
+
+## test-unit: tier 1 only, no root needed (kernel tests skip under -short)
+test-unit:
+	$(GO) test -short -race -count=1 $(PKGS)
+
+## test-netns: tiers 1 and 2 (root: network namespaces on this kernel)
+test-netns:
+	$(GO) test -count=1 -timeout 15m $(PKGS)
+
+## vmtest: tier 3 only, IPVS and IPIP tests in one qemu boot
+vmtest:
+	$(GO) run ./internal/vmtest/cmd/vmtest
+
+## bench: every benchmark; side-by-side figures are recorded in docs/benchmarks.md
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
+
+## demo: real load balancing in namespaces on this kernel (root)
+demo:
+	@echo "make demo will build a lab of network namespaces (client, balancer, three HTTP"; \
+	echo "backends), compile a ClusterIP service with nat, apply it through the iptables"; \
+	echo "engine, send 300 requests and print which backend answered each share."; \
+	echo "It does not exist yet: it arrives with the nat + iptables work (issue 5)." >&2; \
+	exit 1
