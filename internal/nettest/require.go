@@ -32,8 +32,13 @@ func SkipOrFail(t testing.TB, format string, args ...any) {
 // running kernel: it needs root, a writable /run and, when given, the named
 // tools on PATH (for example "iptables-restore", "nft", "arping"). When one
 // is missing it skips with the reason, or fails under LBKIT_REQUIRE_KERNEL=1.
+//
+// Under `go test -short` it always skips: -short asks for tier 1 only.
 func RequireKernel(t testing.TB, tools ...string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("nettest: kernel test skipped under -short (tier 1 only)")
+	}
 	if problem := kernelProblem(tools); problem != "" {
 		SkipOrFail(t, "nettest: kernel test cannot run: %s", problem)
 	}
