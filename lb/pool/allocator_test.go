@@ -1,0 +1,403 @@
+package pool
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/lbkit/lbkit/lb"
+)
+
+var ip = netip.MustParseAddr
+
+func mkPool(t testing.TB, name string, addrs ...string) AddressPool {
+	t.Helper()
+	rs, err := ParseRanges(addrs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return AddressPool{Name: name, Ranges: rs}
+}
+
+func manual(p AddressPool) AddressPool { p.DisableAutoAssign = true; return p }
+func buggy(p AddressPool) AddressPool  { p.AvoidBuggyIPs = true; return p }
+
+func mustNew(t testing.TB, pools ...AddressPool) *Allocator {
+	t.Helper()
+	a, err := New(pools)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func mustAlloc(t testing.TB, a *Allocator, req Request) Assignment {
+	t.Helper()
+	got, err := a.Allocate(req)
+	if err != nil {
+		t.Fatalf("Allocate(%+v): %v", req, err)
+	}
+	return got
+}
+
+func addrs(ss ...string) []netip.Addr {
+	out := make([]netip.Addr, len(ss))
+	for i, s := range ss {
+		out[i] = ip(s)
+	}
+	return out
+}
+
+func wantIPs(t testing.TB, got Assignment, pool string, want ...string) {
+	t.Helper()
+	if got.Pool != pool || !slices.Equal(got.IPs, addrs(want...)) {
+		t.Fatalf("%s got %s %v, want %s %v", got.Service, got.Pool, got.IPs, pool, want)
+	}
+}
+
+func wantAllocErr(t testing.TB, err error, sentinel error) *AllocationError {
+	t.Helper()
+	var ae *AllocationError
+	if !errors.As(err, &ae) || !errors.Is(err, sentinel) {
+		t.Fatalf("error = %v (%T), want *AllocationError matching %v", err, err, sentinel)
+	}
+	return ae
+}
+
+func tcp(p uint16) Port { return Port{Protocol: lb.TCP, Port: p} }
+func udp(p uint16) Port { return Port{Protocol: lb.UDP, Port: p} }
+
+func TestAllocateFirstPoolWithRoomInConfigOrder(t *testing.T) {
+	a := mustNew(t,
+		manual(mkPool(t, "expensive", "203.0.113.0/30")),
+		mkPool(t, "small", "192.0.2.10-192.0.2.11"),
+		mkPool(t, "big", "198.51.100.0/24"),
+	)
+	wantIPs(t, mustAlloc(t, a, Request{Service: "s1"}), "small", "192.0.2.10")
+	wantIPs(t, mustAlloc(t, a, Request{Service: "s2"}), "small", "192.0.2.11")
+	// small is full: the next auto-assign pool is used, never the manual one.
+	wantIPs(t, mustAlloc(t, a, Request{Service: "s3"}), "big", "198.51.100.0")
+	// A freed address is the lowest free one again.
+	if _, ok := a.Release("s1"); !ok {
+		t.Fatal("Release(s1) = false")
+	}
+	wantIPs(t, mustAlloc(t, a, Request{Service: "s4"}), "small", "192.0.2.10")
+	// The manual pool is used when named.
+	wantIPs(t, mustAlloc(t, a, Request{Service: "s5", Pool: "expensive"}), "expensive", "203.0.113.0")
+	// ... or when one of its addresses is requested.
+	wantIPs(t, mustAlloc(t, a, Request{Service: "s6", IPs: addrs("203.0.113.3")}), "expensive", "203.0.113.3")
+}
+
+func TestAllocateExhausted(t *testing.T) {
+	a := mustNew(t, mkPool(t, "p", "192.0.2.1/32"), manual(mkPool(t, "m", "198.51.100.1/32")))
+	mustAlloc(t, a, Request{Service: "a"})
+	_, err := a.Allocate(Request{Service: "b"})
+	ae := wantAllocErr(t, err, ErrPoolExhausted)
+	if ae.Service != "b" || ae.Family != IPv4 {
+		t.Fatalf("AllocationError = %+v", ae)
+	}
+	_, err = a.Allocate(Request{Service: "b", Family: IPv6, Pool: "p"})
+	ae = wantAllocErr(t, err, ErrPoolExhausted)
+	if ae.Pool != "p" || ae.Family != IPv6 {
+		t.Fatalf("AllocationError = %+v", ae)
+	}
+	if _, ok := a.Assignment("b"); ok {
+		t.Fatal("failed request left an assignment")
+	}
+	// No auto-assign pool at all.
+	b := mustNew(t, manual(mkPool(t, "m", "198.51.100.0/24")))
+	_, err = b.Allocate(Request{Service: "x"})
+	wantAllocErr(t, err, ErrPoolExhausted)
+	// No pool at all.
+	c := mustNew(t)
+	_, err = c.Allocate(Request{Service: "x"})
+	wantAllocErr(t, err, ErrPoolExhausted)
+}
+
+func TestAvoidBuggyIPs(t *testing.T) {
+	a := mustNew(t, buggy(mkPool(t, "p", "192.0.2.254-192.0.3.1")), mkPool(t, "q", "198.51.100.255/32"))
+	wantIPs(t, mustAlloc(t, a, Request{Service: "a"}), "p", "192.0.2.254")
+	wantIPs(t, mustAlloc(t, a, Request{Service: "b"}), "p", "192.0.3.1")
+	// .255 and .0 are skipped: the next service goes to pool q, whose
+	// .255 is fine because q does not avoid buggy IPs.
+	wantIPs(t, mustAlloc(t, a, Request{Service: "c"}), "q", "198.51.100.255")
+	for _, s := range []string{"192.0.2.255", "192.0.3.0"} {
+		_, err := a.Allocate(Request{Service: "d", IPs: addrs(s)})
+		ae := wantAllocErr(t, err, ErrNotInPool)
+		if !strings.Contains(ae.Detail, "AvoidBuggyIPs") {
+			t.Errorf("detail %q does not explain AvoidBuggyIPs", ae.Detail)
+		}
+	}
+	st := a.Stats()
+	if st[0].IPv4Size != 2 || st[0].IPv4InUse != 2 || st[1].IPv4Size != 1 {
+		t.Fatalf("stats = %+v", st)
+	}
+	// IPv6 addresses ending in 0 or ff are not affected.
+	b := mustNew(t, buggy(mkPool(t, "v6", "2001:db8::ff-2001:db8::100")))
+	wantIPs(t, mustAlloc(t, b, Request{Service: "a", Family: IPv6}), "v6", "2001:db8::ff")
+	wantIPs(t, mustAlloc(t, b, Request{Service: "b", Family: IPv6}), "v6", "2001:db8::100")
+	// A big pool with AvoidBuggyIPs: two per /24 are excluded.
+	c := mustNew(t, buggy(mkPool(t, "p", "10.0.0.0/16")))
+	if got := c.Stats()[0].IPv4Size; got != 65536-512 {
+		t.Fatalf("size of /16 avoiding buggy IPs = %d", got)
+	}
+	for i := 0; i < 600; i++ {
+		got := mustAlloc(t, c, Request{Service: "s" + strconv.Itoa(i)})
+		if b := got.IPs[0].As4()[3]; b == 0 || b == 255 {
+			t.Fatalf("handed out %v", got.IPs[0])
+		}
+	}
+}
+
+func TestRequestedIPs(t *testing.T) {
+	a := mustNew(t,
+		mkPool(t, "a", "192.0.2.0/24", "2001:db8:a::/64"),
+		mkPool(t, "b", "198.51.100.0/24", "2001:db8:b::/64"),
+	)
+	wantIPs(t, mustAlloc(t, a, Request{Service: "x", IPs: addrs("192.0.2.77")}), "a", "192.0.2.77")
+	// The same address for another non-sharing service.
+	_, err := a.Allocate(Request{Service: "y", IPs: addrs("192.0.2.77")})
+	wantAllocErr(t, err, ErrAddressInUse)
+	var se *SharingError
+	if !errors.As(err, &se) || se.Rule != RuleHolderNotShared || se.Holder != "x" || se.IP != ip("192.0.2.77") {
+		t.Fatalf("sharing error = %+v", se)
+	}
+	// Outside every pool.
+	_, err = a.Allocate(Request{Service: "y", IPs: addrs("203.0.113.1")})
+	if ae := wantAllocErr(t, err, ErrNotInPool); ae.IP != ip("203.0.113.1") {
+		t.Fatalf("IP = %v", ae.IP)
+	}
+	// In a pool, but not the requested one.
+	_, err = a.Allocate(Request{Service: "y", IPs: addrs("192.0.2.5"), Pool: "b"})
+	wantAllocErr(t, err, ErrNotInPool)
+	_, err = a.Allocate(Request{Service: "y", IPs: addrs("192.0.2.5"), Pool: "nope"})
+	wantAllocErr(t, err, ErrUnknownPool)
+	_, err = a.Allocate(Request{Service: "y", Pool: "nope"})
+	wantAllocErr(t, err, ErrUnknownPool)
+	// Dual-stack, both requested.
+	wantIPs(t, mustAlloc(t, a, Request{Service: "d", IPs: addrs("2001:db8:b::5", "198.51.100.5")}),
+		"b", "198.51.100.5", "2001:db8:b::5")
+	// Dual-stack across two pools is refused: one service, one pool.
+	_, err = a.Allocate(Request{Service: "e", IPs: addrs("192.0.2.6", "2001:db8:b::6")})
+	wantAllocErr(t, err, ErrNotInPool)
+	// One requested, the other family picked from the same pool.
+	wantIPs(t, mustAlloc(t, a, Request{Service: "f", Family: DualStack, IPs: addrs("2001:db8:b::9")}),
+		"b", "198.51.100.0", "2001:db8:b::9")
+	if _, ok := a.Assignment("e"); ok {
+		t.Fatal("failed request left an assignment")
+	}
+}
+
+func TestDualStack(t *testing.T) {
+	a := mustNew(t,
+		mkPool(t, "v4only", "192.0.2.0/30"),
+		mkPool(t, "v6only", "2001:db8:6::/126"),
+		mkPool(t, "both", "198.51.100.0/30", "2001:db8:b::/126"),
+	)
+	// Only "both" has room for both families.
+	wantIPs(t, mustAlloc(t, a, Request{Service: "d", Family: DualStack}), "both", "198.51.100.0", "2001:db8:b::")
+	wantIPs(t, mustAlloc(t, a, Request{Service: "v6", Family: IPv6}), "v6only", "2001:db8:6::")
+	wantIPs(t, mustAlloc(t, a, Request{Service: "v4"}), "v4only", "192.0.2.0")
+	// Exhaust "both"'s IPv6 side: the next dual-stack service has nowhere to go.
+	for i := 1; i < 4; i++ {
+		mustAlloc(t, a, Request{Service: "six" + strconv.Itoa(i), Family: IPv6, Pool: "both"})
+	}
+	_, err := a.Allocate(Request{Service: "d2", Family: DualStack})
+	if ae := wantAllocErr(t, err, ErrPoolExhausted); ae.Family&IPv6 == 0 {
+		t.Fatalf("family = %v, want IPv6 reported missing", ae.Family)
+	}
+	// IPv4 of "both" was not consumed by the failed attempt.
+	if st := a.Stats()[2]; st.IPv4InUse != 1 || st.IPv6InUse != 4 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+func TestReleaseAndReallocate(t *testing.T) {
+	a := mustNew(t, mkPool(t, "p", "192.0.2.0/29"))
+	x := mustAlloc(t, a, Request{Service: "x", SharingKey: "k", Ports: []Port{tcp(80)}})
+	y := mustAlloc(t, a, Request{Service: "y", SharingKey: "k", Ports: []Port{tcp(443)}})
+	if x.IPs[0] != y.IPs[0] {
+		t.Fatalf("same key, different ports: not co-located: %v %v", x.IPs, y.IPs)
+	}
+	if got := a.Holders(x.IPs[0]); !slices.Equal(got, []string{"x", "y"}) {
+		t.Fatalf("Holders = %v", got)
+	}
+	rel, ok := a.Release("x")
+	if !ok || rel.Service != "x" || rel.IPs[0] != x.IPs[0] {
+		t.Fatalf("Release = %+v %v", rel, ok)
+	}
+	// Still held by y, so a non-sharing service gets the next address.
+	wantIPs(t, mustAlloc(t, a, Request{Service: "z"}), "p", "192.0.2.1")
+	if _, ok := a.Release("x"); ok {
+		t.Fatal("second Release(x) = true")
+	}
+	a.Release("y")
+	wantIPs(t, mustAlloc(t, a, Request{Service: "w"}), "p", "192.0.2.0")
+	if st := a.Stats()[0]; st.IPv4InUse != 2 {
+		t.Fatalf("in use = %d", st.IPv4InUse)
+	}
+}
+
+func TestAllocateExistingService(t *testing.T) {
+	a := mustNew(t, mkPool(t, "p", "192.0.2.0/29"), manual(mkPool(t, "m", "198.51.100.0/29")))
+	first := mustAlloc(t, a, Request{Service: "s", SharingKey: "k", Ports: []Port{tcp(80)}})
+	// Same request again: same address (idempotent).
+	wantIPs(t, mustAlloc(t, a, Request{Service: "s", SharingKey: "k", Ports: []Port{tcp(80)}}), "p", first.IPs[0].String())
+	mustAlloc(t, a, Request{Service: "t", SharingKey: "k", Ports: []Port{tcp(443)}})
+	// s changes its ports to collide with t: refused, s keeps its old ports.
+	_, err := a.Allocate(Request{Service: "s", SharingKey: "k", Ports: []Port{tcp(443)}})
+	var se *SharingError
+	if !errors.As(err, &se) || se.Rule != RulePortCollision || se.Port != tcp(443) || se.Holder != "t" {
+		t.Fatalf("err = %v", err)
+	}
+	if got, _ := a.Assignment("s"); !slices.Equal(got.Request.Ports, []Port{tcp(80)}) {
+		t.Fatalf("ports after refused update = %v", got.Request.Ports)
+	}
+	// s asks for a specific other address: it moves, and t stays.
+	wantIPs(t, mustAlloc(t, a, Request{Service: "s", IPs: addrs("192.0.2.5")}), "p", "192.0.2.5")
+	wantIPs(t, mustAlloc(t, a, Request{Service: "t", SharingKey: "k", Ports: []Port{tcp(443)}}), "p", "192.0.2.0")
+	// s asks for another pool: moves there.
+	wantIPs(t, mustAlloc(t, a, Request{Service: "s", Pool: "m"}), "m", "198.51.100.0")
+	if h := a.Holders(ip("192.0.2.5")); h != nil {
+		t.Fatalf("old address still held by %v", h)
+	}
+	// A move that fails keeps the old assignment.
+	_, err = a.Allocate(Request{Service: "s", IPs: addrs("192.0.2.0")}) // t holds it, no key
+	wantAllocErr(t, err, ErrAddressInUse)
+	wantIPs(t, mustAllocOK(t, a, "s"), "m", "198.51.100.0")
+	// Growing to dual-stack keeps the IPv4 address when the pool has IPv6.
+	b := mustNew(t, mkPool(t, "p", "192.0.2.0/29", "2001:db8::/125"))
+	mustAlloc(t, b, Request{Service: "filler"})
+	one := mustAlloc(t, b, Request{Service: "s"})
+	b.Release("filler")
+	wantIPs(t, mustAlloc(t, b, Request{Service: "s", Family: DualStack}), "p", one.IPs[0].String(), "2001:db8::")
+}
+
+func mustAllocOK(t testing.TB, a *Allocator, svc string) Assignment {
+	t.Helper()
+	got, ok := a.Assignment(svc)
+	if !ok {
+		t.Fatalf("%s has no assignment", svc)
+	}
+	return got
+}
+
+func TestConfigValidation(t *testing.T) {
+	r := func(s string) Range {
+		x, err := ParseRange(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	cases := []struct {
+		name  string
+		pools []AddressPool
+		field string
+		want  string
+	}{
+		{"empty name", []AddressPool{{Ranges: []Range{r("192.0.2.0/24")}}}, "pools[0].name", "empty"},
+		{"dup name", []AddressPool{{Name: "a", Ranges: []Range{r("192.0.2.0/25")}}, {Name: "a", Ranges: []Range{r("192.0.2.128/25")}}}, "pools[1].name", "duplicate"},
+		{"no ranges", []AddressPool{{Name: "a"}}, "pools[0].ranges", "at least one"},
+		{"bad range", []AddressPool{{Name: "a", Ranges: []Range{{First: ip("192.0.2.9"), Last: ip("192.0.2.1")}}}}, "pools[0].ranges[0]", "after end"},
+		{"mixed family", []AddressPool{{Name: "a", Ranges: []Range{{First: ip("192.0.2.9"), Last: ip("2001:db8::1")}}}}, "pools[0].ranges[0]", "different address families"},
+		{"zero range", []AddressPool{{Name: "a", Ranges: []Range{{}}}}, "pools[0].ranges[0]", "missing"},
+		{"overlap across pools", []AddressPool{{Name: "a", Ranges: []Range{r("192.0.2.0/24")}}, {Name: "b", Ranges: []Range{r("198.51.100.0/24"), r("192.0.2.200-192.0.3.5")}}}, "pools[1].ranges[1]", "overlaps 192.0.2.0/24 of pool \"a\""},
+		{"overlap in pool", []AddressPool{{Name: "a", Ranges: []Range{r("2001:db8::/64"), r("2001:db8::5")}}}, "pools[0].ranges[1]", "overlaps"},
+		{"contained", []AddressPool{{Name: "a", Ranges: []Range{r("10.0.0.0/8")}}, {Name: "b", Ranges: []Range{r("10.1.0.0/16")}}}, "pools[1].ranges[0]", "overlaps 10.0.0.0/8"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := New(c.pools)
+			var ve *ValidationError
+			if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("New error = %v, want *ValidationError", err)
+			}
+			if ve.Field != c.field || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error = %q (field %q), want field %q mentioning %q", err, ve.Field, c.field, c.want)
+			}
+			// SetPools rejects it too and changes nothing.
+			a := mustNew(t, mkPool(t, "ok", "203.0.113.0/24"))
+			mustAlloc(t, a, Request{Service: "s"})
+			if ch, err := a.SetPools(c.pools); err == nil || ch != nil {
+				t.Fatalf("SetPools = %v, %v", ch, err)
+			}
+			if p := a.Pools(); len(p) != 1 || p[0].Name != "ok" {
+				t.Fatalf("pools changed: %+v", p)
+			}
+			wantIPs(t, mustAllocOK(t, a, "s"), "ok", "203.0.113.0")
+		})
+	}
+	// Adjacent, non-overlapping ranges are fine and allocate straight through.
+	a := mustNew(t, AddressPool{Name: "a", Ranges: []Range{r("192.0.2.0/31"), r("192.0.2.2/31")}})
+	for _, want := range []string{"192.0.2.0", "192.0.2.1", "192.0.2.2", "192.0.2.3"} {
+		wantIPs(t, mustAlloc(t, a, Request{Service: want}), "a", want)
+	}
+}
+
+func TestRequestValidation(t *testing.T) {
+	a := mustNew(t, mkPool(t, "p", "192.0.2.0/24", "2001:db8::/64"))
+	cases := []struct {
+		req   Request
+		field string
+	}{
+		{Request{}, "request.service"},
+		{Request{Service: "s", Family: 7}, "request.family"},
+		{Request{Service: "s", IPs: []netip.Addr{{}}}, "request.ips[0]"},
+		{Request{Service: "s", IPs: addrs("192.0.2.1", "192.0.2.2")}, "request.ips[1]"},
+		{Request{Service: "s", IPs: addrs("fe80::1%eth0")}, "request.ips[0]"},
+		{Request{Service: "s", IPs: addrs("::ffff:192.0.2.1")}, "request.ips[0]"},
+		{Request{Service: "s", Family: IPv4, IPs: addrs("2001:db8::1")}, "request.ips"},
+		{Request{Service: "s", Ports: []Port{{Protocol: "ICMP", Port: 1}}}, "request.ports[0].protocol"},
+		{Request{Service: "s", Ports: []Port{{Protocol: lb.TCP}}}, "request.ports[0].port"},
+		{Request{Service: "s", Ports: []Port{tcp(80), udp(80), tcp(80)}}, "request.ports[2]"},
+		{Request{Service: "s", TrafficPolicy: "Nearby"}, "request.trafficPolicy"},
+	}
+	for _, c := range cases {
+		_, err := a.Allocate(c.req)
+		var ve *ValidationError
+		if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) || ve.Field != c.field {
+			t.Errorf("Allocate(%+v) = %v, want *ValidationError on %s", c.req, err, c.field)
+		}
+	}
+	if len(a.Assignments()) != 0 {
+		t.Fatal("invalid requests left assignments")
+	}
+}
+
+func TestRequestIsCopied(t *testing.T) {
+	a := mustNew(t, mkPool(t, "p", "192.0.2.0/24"))
+	ports := []Port{tcp(80)}
+	ips := addrs("192.0.2.9")
+	got := mustAlloc(t, a, Request{Service: "s", IPs: ips, Ports: ports, SharingKey: "k"})
+	ports[0] = tcp(443)
+	ips[0] = ip("192.0.2.10")
+	got.IPs[0] = ip("192.0.2.11")
+	now := mustAllocOK(t, a, "s")
+	if now.IPs[0] != ip("192.0.2.9") || now.Request.Ports[0] != tcp(80) || now.Request.IPs[0] != ip("192.0.2.9") {
+		t.Fatalf("allocator state aliased caller slices: %+v", now)
+	}
+	if now.Request.TrafficPolicy != lb.TrafficPolicyCluster || now.Request.Family != IPv4 {
+		t.Fatalf("request not normalized: %+v", now.Request)
+	}
+}
+
+func TestPoolOfAndStats(t *testing.T) {
+	a := mustNew(t, buggy(mkPool(t, "p", "192.0.2.0/24")), mkPool(t, "q", "2001:db8::/64"))
+	if n, ok := a.PoolOf(ip("192.0.2.7")); !ok || n != "p" {
+		t.Fatalf("PoolOf = %q %v", n, ok)
+	}
+	if _, ok := a.PoolOf(ip("192.0.2.255")); ok {
+		t.Fatal("buggy address reported in pool")
+	}
+	if n, ok := a.PoolOf(ip("2001:db8::ffff")); !ok || n != "q" {
+		t.Fatalf("PoolOf = %q %v", n, ok)
+	}
+	st := a.Stats()
+	if st[0].IPv4Size != 254 || st[1].IPv6Size != ^uint64(0) || !st[0].AvoidBuggyIPs || !st[1].AutoAssign {
+		t.Fatalf("stats = %+v", st)
+	}
+}

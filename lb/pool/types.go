@@ -1,0 +1,227 @@
+package pool
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"strconv"
+
+	"github.com/lbkit/lbkit/lb"
+)
+
+// Family is a set of IP address families a service wants addresses for.
+type Family uint8
+
+// The families a Request may ask for.
+const (
+	IPv4      Family        = 1 << iota // one IPv4 address
+	IPv6                                // one IPv6 address
+	DualStack = IPv4 | IPv6             // one address of each family
+)
+
+// String returns "IPv4", "IPv6", "DualStack" or "Family(n)".
+func (f Family) String() string {
+	switch f {
+	case IPv4:
+		return "IPv4"
+	case IPv6:
+		return "IPv6"
+	case DualStack:
+		return "DualStack"
+	}
+	return "Family(" + strconv.Itoa(int(f)) + ")"
+}
+
+func familyOf(a netip.Addr) Family {
+	if a.Is4() {
+		return IPv4
+	}
+	return IPv6
+}
+
+// famIdx maps an address to the index of its family in per-family arrays.
+func famIdx(a netip.Addr) int {
+	if a.Is4() {
+		return 0
+	}
+	return 1
+}
+
+func familiesOf(ips []netip.Addr) Family {
+	var f Family
+	for _, ip := range ips {
+		f |= familyOf(ip)
+	}
+	return f
+}
+
+// Port is one L4 port a service exposes on its load-balancer address.
+type Port struct {
+	Protocol lb.Protocol
+	Port     uint16
+}
+
+// String returns "TCP/80".
+func (p Port) String() string { return string(p.Protocol) + "/" + strconv.Itoa(int(p.Port)) }
+
+func comparePorts(a, b Port) int {
+	if c := cmp.Compare(a.Protocol, b.Protocol); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Port, b.Port)
+}
+
+// AddressPool is one pool of load-balancer addresses, the equivalent of a
+// MetalLB IPAddressPool.
+type AddressPool struct {
+	// Name identifies the pool; a Request may ask for it by name (MetalLB's
+	// metallb.io/address-pool annotation). Required and unique.
+	Name string
+	// Ranges are the pool's addresses (spec.addresses), IPv4 and/or IPv6.
+	// No two ranges of any pools may overlap. Use ParseRanges for the
+	// MetalLB text forms.
+	Ranges []Range
+	// DisableAutoAssign is MetalLB's autoAssign: false. Such a pool is used
+	// only when a request names it or asks for one of its addresses. The
+	// field is inverted so that the zero value matches MetalLB's default.
+	DisableAutoAssign bool
+	// AvoidBuggyIPs excludes IPv4 addresses ending in .0 or .255, which some
+	// consumer equipment mishandles, as MetalLB's avoidBuggyIPs does. Such an
+	// address is then not part of the pool at all: it is never handed out
+	// and requesting it fails with ErrNotInPool.
+	AvoidBuggyIPs bool
+}
+
+func (p AddressPool) clone() AddressPool {
+	p.Ranges = slices.Clone(p.Ranges)
+	return p
+}
+
+// Request asks for load-balancer addresses for one service.
+type Request struct {
+	// Service identifies the service, e.g. "namespace/name". Required.
+	Service string
+	// Family is the set of families wanted. Zero means: the families of IPs
+	// when IPs are given, else IPv4.
+	Family Family
+	// IPs are specific addresses wanted (spec.loadBalancerIP, or the
+	// metallb.io/loadBalancerIPs annotation): at most one per family. For a
+	// DualStack request that gives only one, the other family is picked
+	// from the same pool.
+	IPs []netip.Addr
+	// Pool asks for addresses from the named pool only (MetalLB's
+	// metallb.io/address-pool annotation). It may name a pool with
+	// DisableAutoAssign.
+	Pool string
+	// Ports are the service's ports; services sharing an address must not
+	// use the same protocol and port.
+	Ports []Port
+	// SharingKey is MetalLB's metallb.io/allow-shared-ip value. Services
+	// share an address only when both have the same non-empty key.
+	SharingKey string
+	// TrafficPolicy is the service's external traffic policy; empty means
+	// Cluster.
+	TrafficPolicy lb.TrafficPolicy
+	// EndpointsSelector is a caller-chosen identity of the service's
+	// endpoints (for Kubernetes, the pod selector in canonical form). Two
+	// Local services may share an address only when both identities are
+	// non-empty and equal. It is ignored for Cluster services.
+	EndpointsSelector string
+}
+
+func (r Request) clone() Request {
+	r.IPs = slices.Clone(r.IPs)
+	r.Ports = slices.Clone(r.Ports)
+	return r
+}
+
+// Assignment is the addresses a service holds.
+type Assignment struct {
+	// Service is the service holding the addresses.
+	Service string
+	// Pool is the name of the pool the addresses come from.
+	Pool string
+	// IPs are the addresses, IPv4 first.
+	IPs []netip.Addr
+	// Request is the request the assignment was made for, normalized
+	// (Family and TrafficPolicy filled in, IPs and Ports sorted). The
+	// allocator keeps it to re-allocate the service when its addresses
+	// leave the pools.
+	Request Request
+}
+
+func (a Assignment) clone() Assignment {
+	a.IPs = slices.Clone(a.IPs)
+	a.Request = a.Request.clone()
+	return a
+}
+
+// ChangeKind says what SetPools did to a service.
+type ChangeKind string
+
+const (
+	// ChangeRepooled: the service keeps its addresses, but they now belong
+	// to a different pool (e.g. a pool was renamed or split).
+	ChangeRepooled ChangeKind = "repooled"
+	// ChangeReallocated: some of the service's addresses left the pools;
+	// it got new ones from its original request. Addresses that remained
+	// eligible are kept where possible.
+	ChangeReallocated ChangeKind = "reallocated"
+	// ChangeRevoked: the service's addresses left the pools and no new ones
+	// could be found; the service now holds nothing and Err says why.
+	ChangeRevoked ChangeKind = "revoked"
+)
+
+// Change reports what a pool configuration change did to one service.
+type Change struct {
+	// Service is the affected service.
+	Service string
+	// Kind says what happened.
+	Kind ChangeKind
+	// Old is the assignment before the change.
+	Old Assignment
+	// New is the assignment after it; zero for ChangeRevoked.
+	New Assignment
+	// Left are the addresses of Old that no pool contains any more (a
+	// range was removed or shrunk, or AvoidBuggyIPs now excludes them).
+	// Empty when the service only had to move because its addresses ended
+	// up in different pools.
+	Left []netip.Addr
+	// Err is why re-allocation failed, for ChangeRevoked.
+	Err error
+}
+
+// RestoreResult reports the outcome of restoring one assignment.
+type RestoreResult struct {
+	// Service is the service the result is about.
+	Service string
+	// Assignment is what the service holds now; zero when Err is set.
+	Assignment Assignment
+	// NotInPool lists the addresses of the restored assignment that no
+	// configured pool contains. When it is non-empty the service was not
+	// restored (Err wraps ErrNotInPool) and holds nothing: the allocator
+	// does not own such addresses. The caller decides whether to keep
+	// announcing them or to call Allocate, which gives new addresses.
+	NotInPool []netip.Addr
+	// Err is why the assignment was not restored: ErrNotInPool, a
+	// *SharingError (it conflicts with an assignment restored or made
+	// earlier) or a *ValidationError.
+	Err error
+}
+
+// PoolStats is a snapshot of one pool's usage.
+type PoolStats struct {
+	// Name is the pool name.
+	Name string
+	// AutoAssign is false when the pool has DisableAutoAssign.
+	AutoAssign bool
+	// AvoidBuggyIPs mirrors the pool setting.
+	AvoidBuggyIPs bool
+	// IPv4Size and IPv6Size count the allocatable addresses of each family
+	// (after AvoidBuggyIPs), saturated at MaxUint64 for huge IPv6 pools.
+	IPv4Size, IPv6Size uint64
+	// IPv4InUse and IPv6InUse count addresses held by at least one service.
+	IPv4InUse, IPv6InUse int
+}
+
+func sortAddrs(ips []netip.Addr) { slices.SortFunc(ips, netip.Addr.Compare) }
