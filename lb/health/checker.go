@@ -1,0 +1,663 @@
+package health
+
+import (
+	"cmp"
+	"container/heap"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultMaxConcurrent is the default bound on checks running at once.
+const DefaultMaxConcurrent = 1024
+
+// batchWindow is how far ahead of its due time a check may be started
+// when the scheduler is awake anyway. Starting everything due within the
+// next millisecond in one pass bounds the scheduler to about a thousand
+// wake-ups a second however many targets there are.
+const batchWindow = time.Millisecond
+
+// Options configures a Checker. The zero value is usable.
+type Options struct {
+	// OnTransition, when set, is called for every state transition, in
+	// the order they happened, from a single goroutine (never
+	// concurrently). A slow callback delays later deliveries, not checks.
+	OnTransition func(Transition)
+	// Transitions, when set, receives every state transition, in order,
+	// after OnTransition has been called for it. Sends block (delaying
+	// later deliveries, never checks) until the receiver takes them or
+	// Run's context is done.
+	//
+	// Delivery stops when Run's context is done; transitions not yet
+	// delivered then are dropped (Snapshot still tells the final states).
+	// Transitions is never closed by the Checker.
+	Transitions chan<- Transition
+	// MaxConcurrent bounds how many checks run at once, and so how many
+	// worker goroutines exist (default DefaultMaxConcurrent). Workers are
+	// started only when needed. When checks mostly time out, keeping every
+	// target on schedule takes about targets × Timeout / Interval workers;
+	// below that, checks start late (see Stats.Late) but never pile up.
+	MaxConcurrent int
+	// Clock, when set, replaces the system clock for scheduling.
+	Clock Clock
+	// Logger, when set, receives debug records of transitions and
+	// warnings when checks run late. The Checker is silent without one.
+	Logger *slog.Logger
+}
+
+// Checker runs health checks against a changing set of targets.
+//
+// Checks are scheduled from one timer heap by one goroutine and run by a
+// pool of worker goroutines that grows on demand up to
+// Options.MaxConcurrent; an idle target costs a heap slot and its settings,
+// not a goroutine or a timer. Targets may be added, updated and removed
+// before and while Run runs. All methods are safe for concurrent use.
+type Checker struct {
+	clock  Clock
+	log    *slog.Logger
+	max    int
+	notify bool
+	onTr   func(Transition)
+	trCh   chan<- Transition
+	sh     shared
+
+	wake   chan struct{} // to the scheduler: the heap or inflight changed
+	evWake chan struct{} // to the notifier: events is not empty
+	jobs   chan job
+	wg     sync.WaitGroup // workers and notifier
+
+	workers atomic.Int64
+
+	mu       sync.Mutex
+	state    runState
+	targets  map[string]*entry
+	queue    dueHeap
+	rng      *rand.Rand
+	inflight int
+	checks   uint64
+	late     uint64
+	changes  uint64
+	events   []Transition
+}
+
+type runState uint8
+
+const (
+	notStarted runState = iota
+	running
+	closed
+)
+
+// entry is one target's settings and state. All fields are guarded by
+// Checker.mu.
+type entry struct {
+	t   Target // normalized
+	p   prober // current prober
+	idx int    // index in the heap, -1 when not queued
+	due time.Time
+
+	running bool
+	inUse   prober             // the prober of the running check
+	cancel  context.CancelFunc // cancels the running check
+	removed bool
+
+	st Status
+}
+
+// job is one check handed to a worker.
+type job struct {
+	e       *entry
+	p       prober
+	ctx     context.Context
+	cancel  context.CancelFunc
+	timeout time.Duration
+	start   time.Time // on the Checker's clock
+}
+
+// New returns a Checker configured by opts. It checks nothing until Run is
+// called.
+func New(opts Options) *Checker {
+	c := &Checker{
+		clock:   opts.Clock,
+		log:     opts.Logger,
+		max:     opts.MaxConcurrent,
+		onTr:    opts.OnTransition,
+		trCh:    opts.Transitions,
+		wake:    make(chan struct{}, 1),
+		evWake:  make(chan struct{}, 1),
+		jobs:    make(chan job),
+		targets: make(map[string]*entry),
+		rng:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}
+	if c.clock == nil {
+		c.clock = systemClock{}
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.max <= 0 {
+		c.max = DefaultMaxConcurrent
+	}
+	c.notify = c.onTr != nil || c.trCh != nil
+	return c
+}
+
+// Add registers a target. Its first check runs at a random moment within
+// its first Interval after Run starts (or after Add, if Run is running).
+// It returns a *ValidationError for a bad target, an error wrapping
+// ErrExists when the ID is taken, and ErrClosed after Run has returned.
+func (c *Checker) Add(t Target) error {
+	nt, err := t.normalize()
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == closed {
+		return ErrClosed
+	}
+	if _, ok := c.targets[nt.ID]; ok {
+		return fmt.Errorf("%w: %q", ErrExists, nt.ID)
+	}
+	c.addLocked(nt)
+	c.poke()
+	return nil
+}
+
+// Update replaces the settings of the target with t's ID. The target keeps
+// its state and its consecutive-result counts (Initial is ignored); a
+// check already running finishes and counts, and later checks use the new
+// settings. If the next check was due later than one new Interval from
+// now, it is moved to a random moment within that Interval. An Update that
+// changes nothing (reflect.DeepEqual) keeps everything, including an HTTP
+// target's open connection. It returns a *ValidationError, an error
+// wrapping ErrNotFound, or ErrClosed.
+func (c *Checker) Update(t Target) error {
+	nt, err := t.normalize()
+	if err != nil {
+		return err
+	}
+	return c.change(nt.ID, func(e *entry) prober { return c.updateLocked(e, nt) })
+}
+
+// Remove unregisters the target with the given ID. A check of it that is
+// running is cancelled and its result discarded; its connections are
+// closed. It returns an error wrapping ErrNotFound, or ErrClosed.
+func (c *Checker) Remove(id string) error {
+	return c.change(id, c.removeLocked)
+}
+
+// change applies f to the entry with the given ID under the lock, then
+// closes the prober f returns.
+func (c *Checker) change(id string, f func(*entry) prober) error {
+	c.mu.Lock()
+	if c.state == closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	e, ok := c.targets[id]
+	if !ok {
+		c.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	unused := f(e)
+	c.mu.Unlock()
+	closeProber(unused)
+	c.poke()
+	return nil
+}
+
+// Sync makes the registered targets exactly targets, in one step: targets
+// with new IDs are added, those whose ID is no longer listed are removed,
+// and the others are updated as Update does. All targets are validated
+// first; on a *ValidationError (including a duplicate ID) nothing changes.
+// It returns ErrClosed after Run has returned.
+func (c *Checker) Sync(targets []Target) error {
+	want := make(map[string]Target, len(targets))
+	for _, t := range targets {
+		nt, err := t.normalize()
+		if err != nil {
+			return err
+		}
+		if _, dup := want[nt.ID]; dup {
+			return &ValidationError{ID: nt.ID, Field: "ID", Reason: "is listed twice"}
+		}
+		want[nt.ID] = nt
+	}
+	var unused []prober
+	c.mu.Lock()
+	if c.state == closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	for id, e := range c.targets {
+		if _, keep := want[id]; !keep {
+			unused = append(unused, c.removeLocked(e))
+		}
+	}
+	for id, nt := range want {
+		if e, ok := c.targets[id]; ok {
+			unused = append(unused, c.updateLocked(e, nt))
+		} else {
+			c.addLocked(nt)
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range unused {
+		closeProber(p)
+	}
+	c.poke()
+	return nil
+}
+
+// Status returns the status of the target with the given ID, or an error
+// wrapping ErrNotFound.
+func (c *Checker) Status(id string) (Status, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.targets[id]
+	if !ok {
+		return Status{}, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return e.st, nil
+}
+
+// Snapshot returns the status of every registered target, sorted by ID.
+// It keeps working after Run has returned.
+func (c *Checker) Snapshot() []Status {
+	c.mu.Lock()
+	out := make([]Status, 0, len(c.targets))
+	for _, e := range c.targets {
+		out = append(out, e.st)
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b Status) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Stats returns counters describing the Checker's own load.
+func (c *Checker) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Stats{
+		Targets:  len(c.targets),
+		InFlight: c.inflight,
+		Workers:  int(c.workers.Load()),
+		Checks:   c.checks,
+		Late:     c.late,
+
+		Transitions: c.changes,
+	}
+}
+
+// Run checks the registered targets until ctx is done, then cancels the
+// running checks, waits for them and for every goroutine it started, closes
+// all connections and returns nil. A Checker runs once: Run returns
+// ErrRunning while another Run is running and ErrClosed after one has
+// returned; Add, Update, Remove and Sync return ErrClosed from then on,
+// while Status and Snapshot keep reporting the last known states.
+func (c *Checker) Run(ctx context.Context) error {
+	c.mu.Lock()
+	switch c.state {
+	case running:
+		c.mu.Unlock()
+		return ErrRunning
+	case closed:
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c.state = running
+	// Targets added before Run get their first check spread over their
+	// first interval from now, not from when they were added.
+	now := c.clock.Now()
+	for _, e := range c.queue {
+		e.due = c.firstDue(now, e.t.Interval)
+	}
+	heap.Init(&c.queue)
+	c.mu.Unlock()
+
+	if c.notify {
+		c.wg.Add(1)
+		go c.notifier(ctx)
+	}
+	c.schedule(ctx)
+	cancel()
+	close(c.jobs)
+	c.wg.Wait()
+
+	c.mu.Lock()
+	c.state = closed
+	var ps []prober
+	for _, e := range c.targets {
+		ps = append(ps, e.p)
+	}
+	c.mu.Unlock()
+	for _, p := range ps {
+		closeProber(p)
+	}
+	return nil
+}
+
+func (c *Checker) addLocked(t Target) {
+	now := c.clock.Now()
+	e := &entry{
+		t:   t,
+		p:   t.Check.newProber(&c.sh),
+		idx: -1,
+		st:  Status{ID: t.ID, State: t.Initial, Since: now},
+	}
+	c.targets[t.ID] = e
+	e.due = c.firstDue(now, t.Interval)
+	heap.Push(&c.queue, e)
+}
+
+// updateLocked applies nt to e and returns the prober that nobody uses any
+// more (nil if none).
+func (c *Checker) updateLocked(e *entry, nt Target) prober {
+	nt.Initial = e.t.Initial
+	if reflect.DeepEqual(e.t, nt) {
+		return nil
+	}
+	old := e.p
+	e.t = nt
+	e.p = nt.Check.newProber(&c.sh)
+	if !e.running {
+		now := c.clock.Now()
+		if e.due.After(now.Add(nt.Interval)) {
+			e.due = c.firstDue(now, nt.Interval)
+			heap.Fix(&c.queue, e.idx)
+		}
+	}
+	if old == e.inUse {
+		return nil // the worker running it closes it when done
+	}
+	return old
+}
+
+// removeLocked unregisters e and returns the prober to close now (nil if
+// a worker still uses it and will close it).
+func (c *Checker) removeLocked(e *entry) prober {
+	delete(c.targets, e.t.ID)
+	e.removed = true
+	if e.running {
+		e.cancel()
+		if e.p == e.inUse {
+			return nil
+		}
+		return e.p
+	}
+	heap.Remove(&c.queue, e.idx)
+	return e.p
+}
+
+func closeProber(p prober) {
+	if p != nil {
+		p.close()
+	}
+}
+
+// firstDue spreads first checks uniformly over one interval.
+func (c *Checker) firstDue(now time.Time, interval time.Duration) time.Time {
+	return now.Add(time.Duration(c.rng.Int64N(int64(interval))))
+}
+
+// nextDue is one jittered interval after the previous check started, but
+// not in the past.
+func (c *Checker) nextDue(t Target, start, now time.Time) time.Time {
+	d := t.Interval
+	if t.Jitter > 0 {
+		d = time.Duration(float64(d) * (1 + t.Jitter*(2*c.rng.Float64()-1)))
+	}
+	due := start.Add(d)
+	if due.Before(now) {
+		return now
+	}
+	return due
+}
+
+func (c *Checker) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// schedule is the scheduler loop: it starts every check that is due while
+// fewer than max run, then sleeps until the next one is due or something
+// changes.
+func (c *Checker) schedule(ctx context.Context) {
+	var (
+		timer Timer
+		armed time.Time // when timer will fire; zero when it is not armed
+		batch []job
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		c.mu.Lock()
+		now := c.clock.Now()
+		if !armed.IsZero() && !now.Before(armed) {
+			armed = time.Time{}
+		}
+		limit := now.Add(batchWindow)
+		for len(c.queue) > 0 && c.inflight < c.max && !c.queue[0].due.After(limit) {
+			e := heap.Pop(&c.queue).(*entry)
+			if now.Sub(e.due) > e.t.Interval {
+				c.late++
+				if c.late&(c.late-1) == 0 { // 1, 2, 4, 8...: rare enough
+					c.log.Warn("health checks are starting late; raise MaxConcurrent", "late", c.late, "max_concurrent", c.max)
+				}
+			}
+			cctx, cancel := context.WithTimeout(ctx, e.t.Timeout)
+			e.running, e.inUse, e.cancel = true, e.p, cancel
+			c.inflight++
+			batch = append(batch, job{e: e, p: e.p, ctx: cctx, cancel: cancel, timeout: e.t.Timeout, start: now})
+		}
+		var next time.Time
+		if len(c.queue) > 0 && c.inflight < c.max {
+			next = c.queue[0].due
+		}
+		c.mu.Unlock()
+
+		for i := range batch {
+			c.dispatch(ctx, batch[i])
+			batch[i] = job{}
+		}
+		batch = batch[:0]
+
+		if !next.IsZero() && (armed.IsZero() || next.Before(armed)) {
+			d := max(next.Sub(now), 0)
+			if timer == nil {
+				timer = c.clock.AfterFunc(d, c.poke)
+			} else {
+				timer.Stop()
+				timer.Reset(d)
+			}
+			armed = next
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.wake:
+		}
+	}
+}
+
+// dispatch hands j to an idle worker, or starts a worker for it while
+// fewer than max exist. At max, one of them is about to be free, since
+// fewer than max checks were running when j was taken.
+func (c *Checker) dispatch(ctx context.Context, j job) {
+	select {
+	case c.jobs <- j:
+		return
+	default:
+	}
+	if c.workers.Load() < int64(c.max) {
+		c.workers.Add(1)
+		c.wg.Add(1)
+		go c.worker(ctx, j)
+		return
+	}
+	c.jobs <- j
+}
+
+func (c *Checker) worker(ctx context.Context, j job) {
+	defer c.wg.Done()
+	for ok := true; ok; j, ok = <-c.jobs {
+		c.runJob(ctx, j)
+	}
+}
+
+func (c *Checker) runJob(ctx context.Context, j job) {
+	t0 := time.Now()
+	err := j.p.probe(j.ctx)
+	latency := time.Since(t0)
+	if err != nil && j.ctx.Err() == context.DeadlineExceeded {
+		err = fmt.Errorf("%w after %v: %w", ErrTimeout, j.timeout, err)
+	}
+	j.cancel()
+	c.finish(ctx, j, err, latency)
+}
+
+// finish records the result of j and queues the target's next check.
+func (c *Checker) finish(ctx context.Context, j job, err error, latency time.Duration) {
+	e := j.e
+	var tr Transition
+	changed := false
+
+	c.mu.Lock()
+	e.running, e.inUse, e.cancel = false, nil, nil
+	c.inflight--
+	var unused prober
+	if e.removed || j.p != e.p {
+		unused = j.p
+	}
+	if !e.removed && ctx.Err() == nil {
+		now := c.clock.Now()
+		c.checks++
+		tr, changed = e.record(err, latency, now)
+		if changed {
+			c.changes++
+			if c.notify {
+				c.events = append(c.events, tr)
+			}
+		}
+		e.due = c.nextDue(e.t, j.start, now)
+		heap.Push(&c.queue, e)
+	}
+	c.mu.Unlock()
+
+	closeProber(unused)
+	c.poke()
+	if changed {
+		c.log.Debug("health transition", "id", tr.ID, "from", tr.From.String(), "to", tr.To.String(),
+			"reason", tr.Reason, "latency", tr.Latency)
+		if c.notify {
+			select {
+			case c.evWake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// record applies one check result to the target's state machine and
+// reports the transition it caused, if any.
+func (e *entry) record(err error, latency time.Duration, at time.Time) (Transition, bool) {
+	s := &e.st
+	s.Checks++
+	s.LastCheck, s.LastLatency, s.LastErr = at, latency, err
+	if err == nil {
+		s.Successes++
+		s.Failures = 0
+	} else {
+		s.Failures++
+		s.Successes = 0
+	}
+	from, to := s.State, s.State
+	switch {
+	case err == nil && from != StateUp && (from == StateUnknown || s.Successes >= e.t.Rise):
+		to = StateUp
+	case err != nil && from != StateDown && (from == StateUnknown || s.Failures >= e.t.Fall):
+		to = StateDown
+	}
+	if to == from {
+		return Transition{}, false
+	}
+	s.State, s.Since = to, at
+	tr := Transition{ID: e.t.ID, From: from, To: to, Err: err, Latency: latency, At: at}
+	switch {
+	case to == StateDown:
+		tr.Reason = err.Error()
+	case s.Successes == 1:
+		tr.Reason = "check passed"
+	default:
+		tr.Reason = fmt.Sprintf("%d checks passed in a row", s.Successes)
+	}
+	return tr, true
+}
+
+// notifier delivers transitions in order, off the workers' path.
+func (c *Checker) notifier(ctx context.Context) {
+	defer c.wg.Done()
+	var batch []Transition
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.evWake:
+		}
+		c.mu.Lock()
+		batch, c.events = c.events, batch[:0]
+		c.mu.Unlock()
+		for _, t := range batch {
+			if c.onTr != nil {
+				c.onTr(t)
+			}
+			if c.trCh != nil {
+				select {
+				case c.trCh <- t:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+		clear(batch)
+	}
+}
+
+// dueHeap orders entries by due time.
+type dueHeap []*entry
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h dueHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+
+func (h *dueHeap) Push(x any) {
+	e := x.(*entry)
+	e.idx = len(*h)
+	*h = append(*h, e)
+}
+
+func (h *dueHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.idx = -1
+	return e
+}
