@@ -21,6 +21,14 @@ func (p Protocol) Valid() bool {
 	return false
 }
 
+// OrTCP returns p, or TCP when p is empty: Kubernetes' default protocol.
+func (p Protocol) OrTCP() Protocol {
+	if p == "" {
+		return TCP
+	}
+	return p
+}
+
 // Number returns the IANA protocol number of p (6, 17 or 132), or 0 when p
 // is not valid.
 func (p Protocol) Number() uint8 {

@@ -1,0 +1,70 @@
+package lb
+
+import (
+	"math"
+	"net/netip"
+)
+
+// MaxWeight is the largest endpoint weight, the largest weight IPVS accepts.
+const MaxWeight = math.MaxInt32
+
+// EndpointPort is a named port an endpoint listens on (a container port).
+// Named target ports of a service are resolved through it.
+type EndpointPort struct {
+	Name string
+	// Protocol defaults to TCP when empty.
+	Protocol Protocol
+	Port     uint16
+}
+
+// EffectiveProtocol returns Protocol, or TCP when it is empty.
+func (p EndpointPort) EffectiveProtocol() Protocol { return p.Protocol.OrTCP() }
+
+// Endpoint is one backend address of a service, shaped after an
+// EndpointSlice endpoint (plus the named container ports of its pod).
+//
+// The conditions follow Kubernetes: Ready means serving and not terminating;
+// Serving means the backend answers (even while terminating); Terminating
+// means it is shutting down. A ready endpoint is always treated as serving.
+type Endpoint struct {
+	Addr netip.Addr
+	// Ports are the endpoint's named ports, used to resolve named target
+	// ports. Endpoints that lack a port a service port names are not
+	// backends of that service port.
+	Ports []EndpointPort
+
+	Ready       bool
+	Serving     bool
+	Terminating bool
+
+	// NodeName is the node the endpoint runs on; Local traffic policies
+	// compare it with the resolving node's name.
+	NodeName string
+	// Zone is the endpoint's topology zone.
+	Zone string
+	// Weight is the endpoint's relative share of new connections,
+	// 1..MaxWeight; 0 means the default weight 1 (Kubernetes endpoints carry
+	// no weight).
+	Weight uint32
+}
+
+// IsServing reports whether e answers requests: Serving, or Ready.
+func (e *Endpoint) IsServing() bool { return e.Serving || e.Ready }
+
+// EffectiveWeight returns Weight, or 1 when it is 0.
+func (e *Endpoint) EffectiveWeight() uint32 {
+	if e.Weight == 0 {
+		return 1
+	}
+	return e.Weight
+}
+
+// Port returns the port number e declares under name for protocol proto.
+func (e *Endpoint) Port(name string, proto Protocol) (uint16, bool) {
+	for _, p := range e.Ports {
+		if p.Name == name && p.EffectiveProtocol() == proto {
+			return p.Port, true
+		}
+	}
+	return 0, false
+}
