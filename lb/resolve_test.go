@@ -1,0 +1,377 @@
+package lb
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+)
+
+// svc4 is a single-stack ClusterIP service on port 80 → 8080.
+func svc4(edit ...func(*Service)) *Service {
+	s := &Service{
+		Namespace:  "ns",
+		Name:       "svc",
+		ClusterIPs: []netip.Addr{a4("198.51.100.1")},
+		Ports:      []ServicePort{{Name: "http", Port: 80, TargetPort: PortNumber(8080)}},
+	}
+	for _, e := range edit {
+		e(s)
+	}
+	return s
+}
+
+func nodePortSvc(s *Service) {
+	s.Type = ServiceTypeNodePort
+	s.Ports[0].NodePort = 30080
+}
+
+// ep builds an endpoint: state is "ready", "notready", "terminating"
+// (serving and terminating) or "dying" (terminating, not serving).
+func ep(addr, node, zone, state string) Endpoint {
+	e := Endpoint{Addr: a4(addr), NodeName: node, Zone: zone}
+	switch state {
+	case "ready":
+		e.Ready, e.Serving = true, true
+	case "terminating":
+		e.Serving, e.Terminating = true, true
+	case "dying":
+		e.Terminating = true
+	}
+	return e
+}
+
+func addrs(ts []Target) []string {
+	out := []string{}
+	for _, t := range ts {
+		out = append(out, t.String())
+	}
+	return out
+}
+
+func resolveOne(t *testing.T, s *Service, eps []Endpoint, node Node) ResolvedPort {
+	t.Helper()
+	rps, err := Resolve(s, eps, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rps) != 1 {
+		t.Fatalf("%d resolved ports, want 1", len(rps))
+	}
+	return rps[0]
+}
+
+func TestSelectEndpoints(t *testing.T) {
+	nodeA := Node{Name: "a", Zone: "z1"}
+	for _, tc := range []struct {
+		name string
+		svc  *Service
+		eps  []Endpoint
+		node Node
+
+		cluster, local, internal, external, reachable []string
+		has                                           bool
+		iv, ev                                        Verdict
+		clusterFallback, localFallback, zone          bool
+	}{
+		{
+			name: "ready only",
+			svc:  svc4(),
+			eps:  []Endpoint{ep("192.0.2.2", "b", "", "ready"), ep("192.0.2.1", "a", "", "ready"), ep("192.0.2.3", "a", "", "notready"), ep("192.0.2.4", "a", "", "terminating")},
+			node: nodeA, has: true, iv: VerdictForward,
+			cluster: []string{"192.0.2.1:8080", "192.0.2.2:8080"}, internal: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
+			reachable: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
+		},
+		{
+			name: "graceful termination fallback",
+			svc:  svc4(),
+			eps:  []Endpoint{ep("192.0.2.1", "a", "", "terminating"), ep("192.0.2.2", "b", "", "dying"), ep("192.0.2.3", "b", "", "notready")},
+			node: nodeA, has: true, iv: VerdictForward, clusterFallback: true,
+			cluster: []string{"192.0.2.1:8080"}, internal: []string{"192.0.2.1:8080"}, reachable: []string{"192.0.2.1:8080"},
+		},
+		{
+			name: "no usable endpoint rejects",
+			svc:  svc4(nodePortSvc),
+			eps:  []Endpoint{ep("192.0.2.1", "a", "", "notready"), ep("192.0.2.2", "a", "", "dying")},
+			node: nodeA, has: false, iv: VerdictReject, ev: VerdictReject,
+		},
+		{
+			name: "no endpoints at all rejects",
+			svc:  svc4(),
+			node: nodeA, iv: VerdictReject,
+		},
+		{
+			name: "publishNotReadyAddresses",
+			svc:  svc4(func(s *Service) { s.PublishNotReadyAddresses = true }),
+			eps:  []Endpoint{ep("192.0.2.1", "a", "", "notready"), ep("192.0.2.2", "a", "", "dying")},
+			node: nodeA, has: true, iv: VerdictForward,
+			cluster: []string{"192.0.2.1:8080", "192.0.2.2:8080"}, internal: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
+			reachable: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
+		},
+		{
+			name: "internal Local",
+			svc:  svc4(func(s *Service) { s.InternalTrafficPolicy = TrafficPolicyLocal }),
+			eps:  []Endpoint{ep("192.0.2.1", "a", "", "ready"), ep("192.0.2.2", "b", "", "ready")},
+			node: nodeA, has: true, iv: VerdictForward,
+			local: []string{"192.0.2.1:8080"}, internal: []string{"192.0.2.1:8080"}, reachable: []string{"192.0.2.1:8080"},
+		},
+		{
+			name: "internal Local without local endpoints drops",
+			svc:  svc4(func(s *Service) { s.InternalTrafficPolicy = TrafficPolicyLocal }),
+			eps:  []Endpoint{ep("192.0.2.2", "b", "", "ready")},
+			node: nodeA, has: true, iv: VerdictDrop,
+		},
+		{
+			name: "local terminating fallback",
+			svc:  svc4(func(s *Service) { s.InternalTrafficPolicy = TrafficPolicyLocal }),
+			eps:  []Endpoint{ep("192.0.2.1", "a", "", "terminating"), ep("192.0.2.2", "b", "", "ready")},
+			node: nodeA, has: true, iv: VerdictForward, localFallback: true,
+			local: []string{"192.0.2.1:8080"}, internal: []string{"192.0.2.1:8080"}, reachable: []string{"192.0.2.1:8080"},
+		},
+		{
+			name: "external Local keeps Cluster for internal and short-circuit traffic",
+			svc:  svc4(nodePortSvc, func(s *Service) { s.ExternalTrafficPolicy = TrafficPolicyLocal }),
+			eps:  []Endpoint{ep("192.0.2.1", "a", "", "ready"), ep("192.0.2.2", "b", "", "ready")},
+			node: nodeA, has: true, iv: VerdictForward, ev: VerdictForward,
+			cluster: []string{"192.0.2.1:8080", "192.0.2.2:8080"}, local: []string{"192.0.2.1:8080"},
+			internal: []string{"192.0.2.1:8080", "192.0.2.2:8080"}, external: []string{"192.0.2.1:8080"},
+			reachable: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
+		},
+		{
+			name: "external Local without local endpoints drops external only",
+			svc:  svc4(nodePortSvc, func(s *Service) { s.ExternalTrafficPolicy = TrafficPolicyLocal }),
+			eps:  []Endpoint{ep("192.0.2.2", "b", "", "ready")},
+			node: nodeA, has: true, iv: VerdictForward, ev: VerdictDrop,
+			cluster: []string{"192.0.2.2:8080"}, internal: []string{"192.0.2.2:8080"}, reachable: []string{"192.0.2.2:8080"},
+		},
+		{
+			name: "both Local on an external service",
+			svc: svc4(nodePortSvc, func(s *Service) {
+				s.ExternalTrafficPolicy, s.InternalTrafficPolicy = TrafficPolicyLocal, TrafficPolicyLocal
+			}),
+			eps:  []Endpoint{ep("192.0.2.1", "a", "", "ready"), ep("192.0.2.2", "b", "", "ready")},
+			node: nodeA, has: true, iv: VerdictForward, ev: VerdictForward,
+			cluster: []string{"192.0.2.1:8080", "192.0.2.2:8080"}, local: []string{"192.0.2.1:8080"},
+			internal: []string{"192.0.2.1:8080"}, external: []string{"192.0.2.1:8080"},
+			reachable: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
+		},
+		{
+			name: "same zone preferred",
+			svc:  svc4(func(s *Service) { s.TrafficDistribution = PreferSameZone }),
+			eps:  []Endpoint{ep("192.0.2.1", "b", "z1", "ready"), ep("192.0.2.2", "c", "z2", "ready"), ep("192.0.2.3", "d", "z1", "terminating")},
+			node: nodeA, has: true, iv: VerdictForward, zone: true,
+			cluster: []string{"192.0.2.1:8080"}, internal: []string{"192.0.2.1:8080"}, reachable: []string{"192.0.2.1:8080"},
+		},
+		{
+			name: "zone without endpoints falls back to all",
+			svc:  svc4(func(s *Service) { s.TrafficDistribution = PreferClose }),
+			eps:  []Endpoint{ep("192.0.2.1", "b", "z2", "ready"), ep("192.0.2.2", "c", "z3", "ready")},
+			node: nodeA, has: true, iv: VerdictForward,
+			cluster: []string{"192.0.2.1:8080", "192.0.2.2:8080"}, internal: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
+			reachable: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
+		},
+		{
+			name: "zone ignored without a preference",
+			svc:  svc4(),
+			eps:  []Endpoint{ep("192.0.2.1", "b", "z1", "ready"), ep("192.0.2.2", "c", "z2", "ready")},
+			node: nodeA, has: true, iv: VerdictForward,
+			cluster: []string{"192.0.2.1:8080", "192.0.2.2:8080"}, internal: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
+			reachable: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
+		},
+		{
+			name: "other family left out",
+			svc:  svc4(),
+			eps:  []Endpoint{ep("2001:db8::1", "a", "", "ready"), ep("192.0.2.1", "a", "", "ready")},
+			node: nodeA, has: true, iv: VerdictForward,
+			cluster: []string{"192.0.2.1:8080"}, internal: []string{"192.0.2.1:8080"}, reachable: []string{"192.0.2.1:8080"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rp := resolveOne(t, tc.svc, tc.eps, tc.node)
+			sel := rp.Endpoints
+			for _, c := range []struct {
+				what      string
+				got, want []Target
+				wantAddrs []string
+			}{
+				{"Cluster", sel.Cluster, nil, tc.cluster},
+				{"Local", sel.Local, nil, tc.local},
+				{"Internal", sel.Internal, nil, tc.internal},
+				{"External", sel.External, nil, tc.external},
+				{"Reachable", sel.Reachable, nil, tc.reachable},
+			} {
+				want := c.wantAddrs
+				if want == nil {
+					want = []string{}
+				}
+				if got := addrs(c.got); !slices.Equal(got, want) {
+					t.Errorf("%s = %v, want %v", c.what, got, want)
+				}
+			}
+			if sel.HasEndpoints != tc.has || sel.InternalVerdict != tc.iv || sel.ExternalVerdict != tc.ev {
+				t.Errorf("has=%v internal=%q external=%q, want %v %q %q", sel.HasEndpoints, sel.InternalVerdict, sel.ExternalVerdict, tc.has, tc.iv, tc.ev)
+			}
+			if sel.ClusterFallback != tc.clusterFallback || sel.LocalFallback != tc.localFallback || sel.ZoneFiltered != tc.zone {
+				t.Errorf("fallbacks cluster=%v local=%v zone=%v, want %v %v %v", sel.ClusterFallback, sel.LocalFallback, sel.ZoneFiltered, tc.clusterFallback, tc.localFallback, tc.zone)
+			}
+		})
+	}
+}
+
+func TestNamedTargetPorts(t *testing.T) {
+	s := svc4(func(s *Service) {
+		s.Ports = []ServicePort{
+			{Name: "http", Port: 80, TargetPort: PortName("web")},
+			{Name: "dns", Port: 53, Protocol: UDP, TargetPort: PortName("dns")},
+			{Name: "same", Port: 443},
+		}
+	})
+	eps := []Endpoint{
+		{Addr: a4("192.0.2.1"), Ready: true, Ports: []EndpointPort{{Name: "web", Port: 8080}, {Name: "dns", Protocol: UDP, Port: 5353}}},
+		{Addr: a4("192.0.2.2"), Ready: true, Ports: []EndpointPort{{Name: "web", Port: 9090}, {Name: "dns", Port: 5353}}}, // dns is TCP here
+		{Addr: a4("192.0.2.3"), Ready: true},
+	}
+	rps, err := Resolve(s, eps, Node{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"192.0.2.1:8080", "192.0.2.2:9090"},
+		{"192.0.2.1:5353"},
+		{"192.0.2.1:443", "192.0.2.2:443", "192.0.2.3:443"},
+	}
+	for i, rp := range rps {
+		if got := addrs(rp.Endpoints.Cluster); !slices.Equal(got, want[i]) {
+			t.Errorf("port %s: %v, want %v", rp.Name, got, want[i])
+		}
+	}
+	// A named port nobody has: no endpoints, reject.
+	s.Ports = []ServicePort{{Name: "x", Port: 1, TargetPort: PortName("nope")}}
+	rp := resolveOne(t, s, eps, Node{})
+	if rp.Endpoints.HasEndpoints || rp.Endpoints.InternalVerdict != VerdictReject {
+		t.Errorf("unresolvable port: %+v", rp.Endpoints)
+	}
+}
+
+func TestResolveDualStackFrontends(t *testing.T) {
+	s := validLB()
+	eps := []Endpoint{
+		{Addr: a4("192.0.2.1"), Ready: true, NodeName: "a", Weight: 3, Ports: []EndpointPort{{Name: "http", Port: 8080}}},
+		{Addr: a4("2001:db8::1"), Ready: true, NodeName: "b", Ports: []EndpointPort{{Name: "http", Port: 8081}}},
+	}
+	rps, err := Resolve(s, eps, Node{Name: "a", Zone: "z1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rps) != 4 {
+		t.Fatalf("%d ports, want 2 ports × 2 families", len(rps))
+	}
+	v4, v6 := rps[0], rps[1]
+	if v4.Family != IPv4 || v6.Family != IPv6 || rps[2].Family != IPv4 || rps[2].Name.Port != "dns" {
+		t.Fatalf("order: %s/%s %s/%s %s/%s", v4.Name, v4.Family, v6.Name, v6.Family, rps[2].Name, rps[2].Family)
+	}
+	if v4.Name.String() != "default/web:http" || v4.Name.Key() != "default/web:http/tcp" || rps[2].Name.Key() != "default/web:dns/udp" {
+		t.Errorf("names %q %q %q", v4.Name, v4.Name.Key(), rps[2].Name.Key())
+	}
+	wantV4 := []Frontend{
+		{Kind: FrontendClusterIP, Addr: a4("198.51.100.10"), Port: 80},
+		{Kind: FrontendNodePort, Port: 30080},
+		{Kind: FrontendExternalIP, Addr: a4("203.0.113.5"), Port: 80},
+		{Kind: FrontendLoadBalancer, Addr: a4("203.0.113.100"), Port: 80, IPMode: IPModeVIP},
+		{Kind: FrontendLoadBalancer, Addr: a4("192.0.2.50"), Port: 80, IPMode: IPModeProxy},
+	}
+	if !slices.Equal(v4.Frontends, wantV4) {
+		t.Errorf("IPv4 frontends\n got %+v\nwant %+v", v4.Frontends, wantV4)
+	}
+	wantV6 := []Frontend{
+		{Kind: FrontendClusterIP, Addr: a4("2001:db8::10"), Port: 80},
+		{Kind: FrontendNodePort, Port: 30080},
+		{Kind: FrontendLoadBalancer, Addr: a4("2001:db8:1::100"), Port: 80, IPMode: IPModeVIP},
+	}
+	if !slices.Equal(v6.Frontends, wantV6) {
+		t.Errorf("IPv6 frontends\n got %+v\nwant %+v", v6.Frontends, wantV6)
+	}
+	if lbs := v4.FrontendsOf(FrontendLoadBalancer); len(lbs) != 2 || !lbs[0].Intercept() || lbs[1].Intercept() {
+		t.Errorf("ipMode Proxy must not be intercepted: %+v", lbs)
+	}
+	if !slices.Equal(v4.SourceRanges, []netip.Prefix{p4("192.0.2.0/24")}) || !v4.RestrictSources ||
+		!slices.Equal(v6.SourceRanges, []netip.Prefix{p4("2001:db8::/32")}) {
+		t.Errorf("source ranges %v / %v", v4.SourceRanges, v6.SourceRanges)
+	}
+	if v4.Affinity != (SessionAffinity{Type: AffinityClientIP, TimeoutSeconds: 60}) || v4.HealthCheckNodePort != 32000 {
+		t.Errorf("affinity %+v health %d", v4.Affinity, v4.HealthCheckNodePort)
+	}
+	if v4.ExternalPolicy != TrafficPolicyLocal || v4.MasqueradeExternal() || !v4.ExternallyAccessible {
+		t.Errorf("policy %s masquerade %v", v4.ExternalPolicy, v4.MasqueradeExternal())
+	}
+	// Endpoints per family, target port resolved, weight kept.
+	if got := v4.Endpoints.External; len(got) != 1 || got[0].AddrPort != netip.MustParseAddrPort("192.0.2.1:8080") || got[0].Weight != 3 || !got[0].Local {
+		t.Errorf("IPv4 external %+v", got)
+	}
+	// IPv6: the only endpoint is on node b, external Local drops, cluster
+	// traffic forwards.
+	if v6.Endpoints.ExternalVerdict != VerdictDrop || v6.Endpoints.InternalVerdict != VerdictForward ||
+		addrs(v6.Endpoints.Internal)[0] != "[2001:db8::1]:8081" || v6.Endpoints.Internal[0].Weight != 1 {
+		t.Errorf("IPv6 selection %+v", v6.Endpoints)
+	}
+}
+
+func TestResolveDefaultsAndShape(t *testing.T) {
+	s := svc4(func(s *Service) {
+		s.SessionAffinity.Type = AffinityClientIP
+		s.Ports[0].TargetPort = TargetPort{}
+		s.Ports[0].Protocol = ""
+	})
+	rp := resolveOne(t, s, []Endpoint{ep("192.0.2.1", "", "", "ready")}, Node{})
+	if rp.Affinity.TimeoutSeconds != DefaultAffinityTimeoutSeconds || rp.Name.Protocol != TCP {
+		t.Errorf("defaults: %+v %s", rp.Affinity, rp.Name.Protocol)
+	}
+	if got := addrs(rp.Endpoints.Cluster); !slices.Equal(got, []string{"192.0.2.1:80"}) {
+		t.Errorf("target port defaults to the port: %v", got)
+	}
+	if rp.ExternallyAccessible || rp.Endpoints.External != nil || rp.Endpoints.ExternalVerdict != VerdictNone || rp.MasqueradeExternal() {
+		t.Errorf("internal-only port: %+v", rp)
+	}
+	if rp.RestrictSources || len(rp.FrontendsOf(FrontendNodePort)) != 0 {
+		t.Errorf("shape %+v", rp)
+	}
+
+	// A family without source ranges stays closed when the service has
+	// ranges in the other family.
+	lb := validLB()
+	lb.LoadBalancerSourceRanges = lb.LoadBalancerSourceRanges[1:]
+	rps, err := Resolve(lb, nil, Node{Name: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rps[0].RestrictSources || len(rps[0].SourceRanges) != 0 {
+		t.Errorf("IPv4 with only IPv6 ranges: restrict=%v ranges=%v", rps[0].RestrictSources, rps[0].SourceRanges)
+	}
+
+	// Headless: nothing to program.
+	if rps, err := Resolve(&Service{Namespace: "ns", Name: "h"}, nil, Node{}); err != nil || rps != nil {
+		t.Errorf("headless: %v %v", rps, err)
+	}
+}
+
+func TestResolveRejects(t *testing.T) {
+	local := svc4(func(s *Service) { s.InternalTrafficPolicy = TrafficPolicyLocal })
+	bad := []Endpoint{{Addr: a4("192.0.2.1"), Ready: true, Terminating: true}}
+	_, err := Resolve(local, bad, Node{Zone: "bad zone"})
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("err = %v", err)
+	}
+	for _, f := range []string{"node.name", "node.zone", "endpoints[0].conditions"} {
+		if ve.Field(f) == nil {
+			t.Errorf("no error for %s in %v", f, err)
+		}
+	}
+	if _, err := Resolve(svc4(func(s *Service) { s.Ports[0].Port = 0 }), nil, Node{}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("invalid service resolved: %v", err)
+	}
+	r := Resolver{Node: Node{Name: "a"}, Validation: ValidateOptions{NodePortRange: PortRange{Min: 80, Max: 90}}}
+	if _, err := r.Resolve(svc4(nodePortSvc), nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("node port outside the resolver's range accepted: %v", err)
+	}
+}
