@@ -18,12 +18,12 @@ func checkAgainstModel(t *testing.T, f *freeSet, m model, lo, hi uint64) {
 			lowest, found = x, true
 		}
 		if got := f.has(u128{0, x}); got != m[x] {
-			t.Fatalf("has(%d) = %v, model %v; set %v", x, got, m[x], f.ivs)
+			t.Fatalf("has(%d) = %v, model %v; set %v", x, got, m[x], f.intervals())
 		}
 	}
 	got, ok := f.lowest()
 	if ok != found || (ok && got.lo != lowest) {
-		t.Fatalf("lowest() = %d,%v, model %d,%v; set %v", got.lo, ok, lowest, found, f.ivs)
+		t.Fatalf("lowest() = %d,%v, model %d,%v; set %v", got.lo, ok, lowest, found, f.intervals())
 	}
 	n := uint64(0)
 	for _, v := range m {
@@ -32,19 +32,25 @@ func checkAgainstModel(t *testing.T, f *freeSet, m model, lo, hi uint64) {
 		}
 	}
 	if c := f.count(); c != n {
-		t.Fatalf("count() = %d, model %d; set %v", c, n, f.ivs)
+		t.Fatalf("count() = %d, model %d; set %v", c, n, f.intervals())
 	}
-	// Structural invariants: sorted, disjoint, not mergeable, ends
-	// allocatable.
-	for i, iv := range f.ivs {
+	// Structural invariants: chunks non-empty and within the limit; sorted,
+	// disjoint, not mergeable, ends allocatable.
+	for _, ch := range f.chunks {
+		if len(ch) == 0 || len(ch) > f.limit {
+			t.Fatalf("chunk of %d intervals (limit %d)", len(ch), f.limit)
+		}
+	}
+	ivs := f.intervals()
+	for i, iv := range ivs {
 		if iv.lo.cmp(iv.hi) > 0 {
-			t.Fatalf("interval %d inverted: %v", i, f.ivs)
+			t.Fatalf("interval %d inverted: %v", i, f.intervals())
 		}
 		if f.avoidBuggy && (isBuggy(iv.lo) || isBuggy(iv.hi)) {
-			t.Fatalf("interval %d has a buggy end: %v", i, f.ivs)
+			t.Fatalf("interval %d has a buggy end: %v", i, f.intervals())
 		}
-		if i > 0 && (f.ivs[i-1].hi.cmp(iv.lo) >= 0 || f.adjacent(f.ivs[i-1].hi, iv.lo)) {
-			t.Fatalf("intervals %d and %d overlap or should be merged: %v", i-1, i, f.ivs)
+		if i > 0 && (ivs[i-1].hi.cmp(iv.lo) >= 0 || f.adjacent(ivs[i-1].hi, iv.lo)) {
+			t.Fatalf("intervals %d and %d overlap or should be merged: %v", i-1, i, f.intervals())
 		}
 	}
 }
@@ -52,6 +58,14 @@ func checkAgainstModel(t *testing.T, f *freeSet, m model, lo, hi uint64) {
 // runOps drives a set over [lo, hi] (two ranges split at mid when split is
 // set) with ops, checking it against the model after each step.
 func runOps(t *testing.T, avoidBuggy, split bool, lo, hi uint64, ops []byte) {
+	for _, limit := range []int{2, 3, maxChunk} {
+		runOpsLimit(t, avoidBuggy, split, lo, hi, ops, limit)
+	}
+}
+
+// runOpsLimit is runOps with a given chunk size limit; tiny limits make
+// every operation cross chunk boundaries.
+func runOpsLimit(t *testing.T, avoidBuggy, split bool, lo, hi uint64, ops []byte, limit int) {
 	t.Helper()
 	m := model{}
 	inPool := func(x uint64) bool {
@@ -75,7 +89,7 @@ func runOps(t *testing.T, avoidBuggy, split bool, lo, hi uint64, ops []byte) {
 	} else {
 		ivs = []interval{{u128{0, lo}, u128{0, hi}}}
 	}
-	f := newFreeSet(ivs, avoidBuggy)
+	f := newFreeSetLimit(ivs, avoidBuggy, limit)
 	for x := lo; x <= hi; x++ {
 		m[x] = inPool(x)
 	}
@@ -95,7 +109,7 @@ func runOps(t *testing.T, avoidBuggy, split bool, lo, hi uint64, ops []byte) {
 			}
 			want := !m[x] // false when it is already free
 			if got := f.put(u128{0, x}); got != want {
-				t.Fatalf("put(%d) = %v, want %v (set %v)", x, got, want, f.ivs)
+				t.Fatalf("put(%d) = %v, want %v (set %v)", x, got, want, f.intervals())
 			}
 			if want {
 				m[x] = true
@@ -156,12 +170,12 @@ func TestFreeSetIPv6Extremes(t *testing.T) {
 	if l, _ := f.lowest(); l != (u128{0, 1}) {
 		t.Fatalf("lowest = %v, want ::1", l)
 	}
-	if !f.put(maxv) || !f.put(u128{}) || len(f.ivs) != 1 {
-		t.Fatalf("put back did not re-merge: %v", f.ivs)
+	if !f.put(maxv) || !f.put(u128{}) || len(f.intervals()) != 1 {
+		t.Fatalf("put back did not re-merge: %v", f.intervals())
 	}
 	// A hole in the middle of a /64 splits it in two intervals, no more.
 	g := newFreeSet([]interval{{u128{1, 0}, u128{1, ^uint64(0)}}}, false)
-	if !g.take(u128{1, 1 << 40}) || len(g.ivs) != 2 {
-		t.Fatalf("split = %v", g.ivs)
+	if !g.take(u128{1, 1 << 40}) || len(g.intervals()) != 2 {
+		t.Fatalf("split = %v", g.intervals())
 	}
 }
