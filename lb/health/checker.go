@@ -4,9 +4,11 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"reflect"
 	"slices"
 	"sync"
@@ -436,7 +438,7 @@ func (c *Checker) poke() {
 func (c *Checker) schedule(ctx context.Context) {
 	var (
 		timer Timer
-		armed time.Time // when timer will fire; zero when it is not armed
+		armed time.Time // when timer fires; zero when it is not armed
 		batch []job
 	)
 	defer func() {
@@ -464,9 +466,10 @@ func (c *Checker) schedule(ctx context.Context) {
 			c.inflight++
 			batch = append(batch, job{e: e, p: e.p, ctx: cctx, cancel: cancel, timeout: e.t.Timeout, start: now})
 		}
+		// Wake when the first check left enters the batch window.
 		var next time.Time
 		if len(c.queue) > 0 && c.inflight < c.max {
-			next = c.queue[0].due
+			next = c.queue[0].due.Add(-batchWindow)
 		}
 		c.mu.Unlock()
 
@@ -523,7 +526,9 @@ func (c *Checker) runJob(ctx context.Context, j job) {
 	t0 := time.Now()
 	err := j.p.probe(j.ctx)
 	latency := time.Since(t0)
-	if err != nil && j.ctx.Err() == context.DeadlineExceeded {
+	// The socket deadline and the context's timer are separate timers: a
+	// probe may see "i/o timeout" an instant before ctx reports it.
+	if err != nil && (j.ctx.Err() == context.DeadlineExceeded || errors.Is(err, os.ErrDeadlineExceeded)) {
 		err = fmt.Errorf("%w after %v: %w", ErrTimeout, j.timeout, err)
 	}
 	j.cancel()

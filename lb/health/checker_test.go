@@ -113,6 +113,7 @@ type harness struct {
 	clk    *fakeClock
 	tr     chan Transition
 	got    []Transition
+	seen   map[string]int // per ID, h.got before this index is consumed by await
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -120,7 +121,7 @@ type harness struct {
 // newHarness starts a Checker. With fake set it runs on a fakeClock.
 func newHarness(t testing.TB, fake bool, opts Options) *harness {
 	t.Helper()
-	h := &harness{t: t, tr: make(chan Transition, 1<<16), done: make(chan error, 1)}
+	h := &harness{t: t, tr: make(chan Transition, 1<<16), done: make(chan error, 1), seen: map[string]int{}}
 	if fake {
 		h.clk = newFakeClock()
 		opts.Clock = h.clk
@@ -186,22 +187,21 @@ func (h *harness) drain() {
 	}
 }
 
-// await receives transitions until one of id to state arrives.
+// await returns the next transition of id to state after the one the
+// previous await returned, receiving transitions as needed.
 func (h *harness) await(id string, to State) Transition {
 	h.t.Helper()
-	for _, tr := range h.got {
-		if tr.ID == id && tr.To == to {
-			return tr
-		}
-	}
 	timeout := time.After(20 * time.Second)
 	for {
+		for i := h.seen[id]; i < len(h.got); i++ {
+			if tr := h.got[i]; tr.ID == id && tr.To == to {
+				h.seen[id] = i + 1
+				return tr
+			}
+		}
 		select {
 		case tr := <-h.tr:
 			h.got = append(h.got, tr)
-			if tr.ID == id && tr.To == to {
-				return tr
-			}
 		case <-timeout:
 			h.t.Fatalf("%s did not go %s; transitions so far: %v", id, to, h.got)
 		}

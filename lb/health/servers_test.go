@@ -13,6 +13,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -181,6 +182,7 @@ type httpServer struct {
 	tls    *tls.Config
 	status atomic.Int64
 	slow   atomic.Bool
+	idle   time.Duration // the server's keep-alive timeout; 0 for none
 	// last request seen
 	mu       sync.Mutex
 	host     string
@@ -189,6 +191,8 @@ type httpServer struct {
 	ua       string
 	sni      string
 	srv      *http.Server
+	ln       net.Listener
+	served   chan struct{}
 	conns    atomic.Int64 // accepted so far
 	open     atomic.Int64 // open now
 	requests atomic.Int64
@@ -236,7 +240,9 @@ func (s *httpServer) up() {
 	ln := listenTCP(s.t, s.addr)
 	s.addr = addrOf(ln.Addr())
 	srv := &http.Server{
-		Handler: s,
+		Handler:     s,
+		IdleTimeout: s.idle,
+		ErrorLog:    log.New(io.Discard, "", 0),
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:
@@ -246,14 +252,16 @@ func (s *httpServer) up() {
 				s.open.Add(-1)
 			}
 		},
-		ErrorLog: nil,
 	}
 	if s.tls != nil {
 		srv.TLSConfig = s.tls
 		ln = tls.NewListener(ln, s.tls)
 	}
-	s.srv = srv
-	go func() { _ = srv.Serve(ln) }()
+	s.srv, s.ln, s.served = srv, ln, make(chan struct{})
+	go func() {
+		defer close(s.served)
+		_ = srv.Serve(ln)
+	}()
 }
 
 func (s *httpServer) down() {
@@ -261,6 +269,8 @@ func (s *httpServer) down() {
 		return
 	}
 	_ = s.srv.Close()
+	_ = s.ln.Close() // in case Serve has not started yet
+	<-s.served
 	s.srv = nil
 }
 
