@@ -1,7 +1,9 @@
 package pool
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -399,5 +401,31 @@ func TestPoolOfAndStats(t *testing.T) {
 	st := a.Stats()
 	if st[0].IPv4Size != 254 || st[1].IPv6Size != ^uint64(0) || !st[0].AvoidBuggyIPs || !st[1].AutoAssign {
 		t.Fatalf("stats = %+v", st)
+	}
+}
+
+func TestLoggerIsOptional(t *testing.T) {
+	var buf bytes.Buffer
+	l := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := New([]AddressPool{mkPool(t, "p", "192.0.2.0/31")}, WithLogger(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustAlloc(t, a, Request{Service: "s"})
+	a.Release("s")
+	mustAlloc(t, a, Request{Service: "t"})
+	if _, err := a.SetPools(nil); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{"msg=allocated service=s", "msg=released service=s", "msg=\"pool change revoked addresses\" service=t"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+	// WithLogger(nil) keeps the silent default instead of panicking.
+	b, _ := New(nil, WithLogger(nil))
+	if _, err := b.Allocate(Request{Service: "x"}); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatal(err)
 	}
 }

@@ -42,6 +42,7 @@ type ValidationError struct {
 	Reason string
 }
 
+// Error formats the error as "pool: invalid <field> <value>: <reason>".
 func (e *ValidationError) Error() string {
 	var b strings.Builder
 	b.WriteString("pool: invalid ")
@@ -81,6 +82,8 @@ type AllocationError struct {
 	Err error
 }
 
+// Error formats the service, the address, pool and family involved, the
+// cause and the detail.
 func (e *AllocationError) Error() string {
 	var b strings.Builder
 	b.WriteString("pool: service ")
@@ -156,10 +159,15 @@ type SharingError struct {
 	Have, Want string
 }
 
+// Error names the address, the holder, the rule and the values that clashed.
 func (e *SharingError) Error() string {
 	var b strings.Builder
 	b.WriteString("pool: ")
-	b.WriteString(e.IP.String())
+	if e.IP.IsValid() {
+		b.WriteString(e.IP.String())
+	} else {
+		b.WriteString("the address")
+	}
 	b.WriteString(" is held by ")
 	b.WriteString(quote(e.Holder))
 	b.WriteString(" and cannot be shared (rule ")

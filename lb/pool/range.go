@@ -112,7 +112,7 @@ func parseRangeAddr(s string) (netip.Addr, string) {
 // trimNetipErr drops the "ParseAddr(...): " prefix that repeats the input,
 // since ValidationError already shows the value.
 func trimNetipErr(s string) string {
-	if i := strings.Index(s, "): "); i >= 0 {
+	if i := strings.LastIndex(s, "): "); i >= 0 {
 		return s[i+3:]
 	}
 	return s

@@ -263,7 +263,7 @@ func TestSharingErrorMessages(t *testing.T) {
 		h, r Request
 		want string
 	}{
-		{Request{Service: "a"}, Request{Service: "b"}, `pool: invalid IP is held by "a" and cannot be shared (rule holder-not-shared): the holder has no sharing key`},
+		{Request{Service: "a"}, Request{Service: "b"}, `pool: the address is held by "a" and cannot be shared (rule holder-not-shared): the holder has no sharing key`},
 		{Request{Service: "a", SharingKey: "x"}, Request{Service: "b", SharingKey: "y"}, `sharing key "y" differs from "x"`},
 		{Request{Service: "a", SharingKey: "x"}, Request{Service: "b", SharingKey: "x", TrafficPolicy: local}, `traffic policy Local cannot share with Cluster`},
 		{Request{Service: "a", SharingKey: "x", TrafficPolicy: local}, Request{Service: "b", SharingKey: "x", TrafficPolicy: local}, `needs a non-empty endpoints selector`},
