@@ -100,8 +100,8 @@ func (c HTTP) validate() error {
 			return bad("Header", fmt.Sprintf("%q is not a valid field name", k))
 		}
 		for _, v := range vs {
-			if strings.ContainsAny(v, "\r\n\x00") {
-				return bad("Header", fmt.Sprintf("value of %s contains CR, LF or NUL", k))
+			if strings.ContainsFunc(v, isCTLNotTab) {
+				return bad("Header", fmt.Sprintf("value of %s contains a control character", k))
 			}
 		}
 	}
@@ -132,6 +132,9 @@ func alnumOr(s, extra string) bool {
 	}
 	return true
 }
+
+// isCTLNotTab matches what RFC 9110 field values may not contain.
+func isCTLNotTab(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }
 
 func isCTLOrSpaceOrHash(r rune) bool { return r <= ' ' || r == 0x7f || r == '#' }
 
