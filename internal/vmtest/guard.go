@@ -18,9 +18,10 @@ import (
 func InVM() bool { return os.Getenv(InVMEnv) == "1" }
 
 // RequireIPVS makes sure the running kernel has IPVS and that this process
-// may configure it: root, and the "IPVS" generic netlink family resolves
-// (asking for it lets the kernel load ip_vs where it can). Otherwise the
-// test is skipped with the reason, or fails under LBKIT_REQUIRE_KERNEL=1.
+// may configure it: root, ip_vs loaded (or built in), and the "IPVS"
+// generic netlink family resolves. Otherwise the test is skipped with the
+// reason, or fails under LBKIT_REQUIRE_KERNEL=1. It never loads a module:
+// the VM's init loads them, and on a host that is the operator's call.
 func RequireIPVS(t testing.TB) {
 	t.Helper()
 	if p := ipvsProblem(); p != "" {
@@ -29,9 +30,10 @@ func RequireIPVS(t testing.TB) {
 }
 
 // RequireIPIP makes sure the running kernel can create IPIP tunnels: as
-// root it creates one in a throwaway network namespace (which also lets the
-// kernel load ipip where it can). Otherwise the test is skipped with the
-// reason, or fails under LBKIT_REQUIRE_KERNEL=1.
+// root, with ipip loaded (or built in), it creates one in a throwaway
+// network namespace. Otherwise the test is skipped with the reason, or
+// fails under LBKIT_REQUIRE_KERNEL=1. It never loads ipip, which would add
+// a tunl0 device to every namespace, the root one included.
 func RequireIPIP(t testing.TB) {
 	t.Helper()
 	if p := ipipProblem(); p != "" {
@@ -46,8 +48,22 @@ func rootProblem() string {
 	return ""
 }
 
+// moduleProblem says why module is neither loaded nor built in. Both show
+// as /sys/module/<name> for ip_vs and ipip, which have parameters.
+// Checking first keeps the probes below from making the kernel load the
+// module on demand.
+func moduleProblem(module, feature string) string {
+	if _, err := os.Stat("/sys/module/" + module); err != nil {
+		return fmt.Sprintf("kernel has no %s (module %s not loaded: %v)", feature, module, err)
+	}
+	return ""
+}
+
 func ipvsProblem() string {
 	if p := rootProblem(); p != "" {
+		return p
+	}
+	if p := moduleProblem("ip_vs", "IPVS"); p != "" {
 		return p
 	}
 	if _, err := netlink.GenlFamilyGet("IPVS"); err != nil {
@@ -58,6 +74,9 @@ func ipvsProblem() string {
 
 func ipipProblem() string {
 	if p := rootProblem(); p != "" {
+		return p
+	}
+	if p := moduleProblem("ipip", "ipip"); p != "" {
 		return p
 	}
 	res := make(chan string, 1)

@@ -9,9 +9,10 @@ import (
 
 // TestProbesAgreeWithKernel checks the guards' probes against independent
 // evidence: /proc/net/ip_vs exists exactly when IPVS is loaded, and
-// /sys/module/ipip exactly when ipip is (the probes themselves let the
-// kernel load a module it has, so the evidence is read afterwards). On the
-// host both features are missing; in the VM both are there.
+// /sys/class/net/tunl0 (the device ipip adds to every namespace) exactly
+// when ipip is. On the host both features are missing; in the VM both are
+// there. The probes must not load a module: the evidence is the same
+// before and after them.
 func TestProbesAgreeWithKernel(t *testing.T) {
 	if os.Geteuid() != 0 {
 		for _, p := range []string{ipvsProblem(), ipipProblem()} {
@@ -21,8 +22,13 @@ func TestProbesAgreeWithKernel(t *testing.T) {
 		}
 		return
 	}
+	_, ipvsBefore := os.Stat("/proc/net/ip_vs")
+	_, ipipBefore := os.Stat("/sys/class/net/tunl0")
 	p := ipvsProblem()
 	_, err := os.Stat("/proc/net/ip_vs")
+	if (err == nil) != (ipvsBefore == nil) {
+		t.Errorf("the IPVS probe loaded or unloaded ip_vs: before %v, after %v", ipvsBefore, err)
+	}
 	if (p == "") != (err == nil) {
 		t.Errorf("IPVS probe says %q but /proc/net/ip_vs: %v", p, err)
 	}
@@ -30,9 +36,12 @@ func TestProbesAgreeWithKernel(t *testing.T) {
 		t.Errorf("IPVS problem %q does not name IPVS", p)
 	}
 	p = ipipProblem()
-	_, err = os.Stat("/sys/module/ipip")
+	_, err = os.Stat("/sys/class/net/tunl0")
+	if (err == nil) != (ipipBefore == nil) {
+		t.Errorf("the IPIP probe loaded or unloaded ipip: before %v, after %v", ipipBefore, err)
+	}
 	if (p == "") != (err == nil) {
-		t.Errorf("IPIP probe says %q but /sys/module/ipip: %v", p, err)
+		t.Errorf("IPIP probe says %q but /sys/class/net/tunl0: %v", p, err)
 	}
 	if p != "" && !strings.Contains(p, "ipip") {
 		t.Errorf("IPIP problem %q does not name ipip", p)

@@ -120,7 +120,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("vmtest: %w", err)
 	}
 	if o.KeepWorkDir {
-		log.Info("keeping work directory", "dir", work)
+		log.Warn("keeping work directory", "dir", work)
 	} else {
 		defer os.RemoveAll(work)
 	}
