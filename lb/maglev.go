@@ -335,7 +335,7 @@ func maglevFill(t *Maglev, free []uint64, need []uint32, perms []maglevPerm, tai
 		return
 	}
 	m := t.m
-	sc := newTailScanner(m, free, totalNeed)
+	sc := newTailScanner(m, free, totalNeed, len(need))
 	if !tailScan {
 		sc.threshold = 0
 	}
@@ -378,18 +378,26 @@ func maglevFill(t *Maglev, free []uint64, need []uint32, perms []maglevPerm, tai
 
 // claimSlot walks a permutation from pos (step skip, modulo m) to the first
 // free slot, marks it taken and returns it with the walk's next position.
-// The modulo is branch-free: whether pos+skip wraps is a coin toss the
-// branch predictor cannot learn.
+// The modulo is branch-free (whether pos+skip wraps is a coin toss the
+// branch predictor cannot learn), and each iteration makes two probes whose
+// positions are both computed from pos, halving the loop-carried chain.
 func claimSlot(free []uint64, pos, skip, m uint64) (slot, next uint64) {
+	skip2 := skip + skip - m // 2·skip mod m; pos, skip < m < 2^63
+	skip2 += m & uint64(int64(skip2)>>63)
 	for {
-		s := pos
-		d := pos + skip - m // pos, skip < m < 2^63
-		pos = d + m&uint64(int64(d)>>63)
-		w, bit := s>>6, uint64(1)<<(s&63)
-		if f := free[w]; f&bit != 0 {
-			free[w] = f &^ bit
-			return s, pos
+		p1 := pos + skip - m
+		p1 += m & uint64(int64(p1)>>63)
+		p2 := pos + skip2 - m
+		p2 += m & uint64(int64(p2)>>63)
+		if w, bit := pos>>6, uint64(1)<<(pos&63); free[w]&bit != 0 {
+			free[w] &^= bit
+			return pos, p1
 		}
+		if w, bit := p1>>6, uint64(1)<<(p1&63); free[w]&bit != 0 {
+			free[w] &^= bit
+			return p1, p2
+		}
+		pos = p2
 	}
 }
 
@@ -398,15 +406,15 @@ type tailScanner struct {
 	m, magic  uint64 // magic = floor((2^64-1)/m), for Barrett reduction
 	threshold uint64
 	slots     []uint64 // the free slots, once started
-	inv       map[int]uint64
+	inv       []uint64 // skip⁻¹ mod m per backend, 0 until needed
 }
 
-func newTailScanner(m uint64, free []uint64, totalNeed uint64) *tailScanner {
+func newTailScanner(m uint64, free []uint64, totalNeed uint64, backends int) *tailScanner {
 	th := uint64(2)
 	for th*th < m {
 		th++
 	}
-	sc := &tailScanner{m: m, magic: ^uint64(0) / m, threshold: th, inv: map[int]uint64{}}
+	sc := &tailScanner{m: m, magic: ^uint64(0) / m, threshold: th, inv: make([]uint64, backends)}
 	if totalNeed <= th {
 		sc.threshold = totalNeed
 		sc.start(free)
@@ -429,8 +437,8 @@ func (sc *tailScanner) start(free []uint64) {
 // removes it, and returns the walk's position after it. A slot s is reached
 // after ((s - pos) · skip⁻¹) mod m steps.
 func (sc *tailScanner) claim(i int, pos, skip uint64) (slot, next uint64) {
-	inv, ok := sc.inv[i]
-	if !ok {
+	inv := sc.inv[i]
+	if inv == 0 {
 		inv = modInverse(skip, sc.m)
 		sc.inv[i] = inv
 	}
