@@ -96,6 +96,19 @@ func KVMUsable() error {
 // deadline; AccelAuto then retries with TCG.
 var errNoLife = errors.New("vmtest: guest showed no sign of life")
 
+// noLifeError is errNoLife with how qemu ended; Unwrap gives qemu's error
+// (nil when the deadline killed it), Is matches errNoLife.
+type noLifeError struct{ qemu error }
+
+func (e *noLifeError) Error() string {
+	if e.qemu == nil {
+		return errNoLife.Error()
+	}
+	return fmt.Sprintf("%v (qemu: %v)", errNoLife, e.qemu)
+}
+func (e *noLifeError) Is(target error) bool { return target == errNoLife }
+func (e *noLifeError) Unwrap() error        { return e.qemu }
+
 // boot is one qemu run.
 type boot struct {
 	Console  *Console
@@ -206,7 +219,7 @@ func runQEMU(ctx context.Context, m Machine, nonce string, timeout, liveness tim
 	if noLife || liveness > 0 && !b.Console.Init && ctx.Err() == nil {
 		// Killed at the liveness deadline, or qemu gave up by itself
 		// (KVM may abort on an MSR it cannot set) before the init ran.
-		return b, fmt.Errorf("%w (%v)", errNoLife, b.QEMUErr)
+		return b, &noLifeError{qemu: b.QEMUErr}
 	}
 	for _, h := range held {
 		emit(h)

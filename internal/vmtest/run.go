@@ -176,7 +176,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			b, err = runQEMU(ctx, m, hex.EncodeToString(nonce), o.Timeout, kvmLiveness, o.Stdout, o.Stderr)
 			if errors.Is(err, errNoLife) {
 				res.Timings.KVMTrial = time.Since(b.Start)
-				res.AccelNote = fmt.Sprintf("KVM guest did not start its init within %v: %v", kvmLiveness, err)
+				res.AccelNote = fmt.Sprintf("KVM unusable, the guest did not start its init within %v: %v", kvmLiveness, err)
 				if err := rememberKVMBad(o.Kernel.CacheDir); err != nil {
 					log.Warn("cannot remember the KVM verdict", "err", err)
 				}

@@ -34,6 +34,36 @@ func main() {
 }
 
 func run(argv []string, stdout, stderr io.Writer) int {
+	o, err := parseArgs(argv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2
+	}
+	o.Stdout, o.Stderr = stdout, stderr
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	res, err := vmtest.Run(ctx, o)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmtest: %v\n", err)
+		if errors.Is(err, vmtest.ErrNoPackages) {
+			fmt.Fprintln(stderr, "vmtest: a VM test is a _test.go file starting with //go:build vmtest")
+		}
+		return 2
+	}
+	report(stdout, stderr, res, time.Since(start))
+	if !res.Passed() {
+		return 1
+	}
+	return 0
+}
+
+// parseArgs turns the command line into Options. Everything after "--"
+// goes verbatim to the test binaries.
+func parseArgs(argv []string, stderr io.Writer) (vmtest.Options, error) {
 	fs := flag.NewFlagSet("vmtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -62,7 +92,7 @@ func run(argv []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if err := fs.Parse(argv); err != nil {
-		return 2
+		return o, err
 	}
 	o.Patterns = fs.Args()
 	if modules != "" {
@@ -84,24 +114,7 @@ func run(argv []string, stdout, stderr io.Writer) int {
 			return a
 		},
 	}))
-	o.Stdout, o.Stderr = stdout, stderr
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	start := time.Now()
-	res, err := vmtest.Run(ctx, o)
-	if err != nil {
-		fmt.Fprintf(stderr, "vmtest: %v\n", err)
-		if errors.Is(err, vmtest.ErrNoPackages) {
-			fmt.Fprintln(stderr, "vmtest: a VM test is a _test.go file starting with //go:build vmtest")
-		}
-		return 2
-	}
-	report(stdout, stderr, res, time.Since(start))
-	if !res.Passed() {
-		return 1
-	}
-	return 0
+	return o, nil
 }
 
 // report prints a `go test`-like line per package, the timings, and on
