@@ -85,8 +85,9 @@ func (e *ValidationError) Field(path string) *FieldError {
 // PortRange is an inclusive range of port numbers.
 type PortRange struct{ Min, Max uint16 }
 
-// DefaultNodePortRange is Kubernetes' default --service-node-port-range.
-var DefaultNodePortRange = PortRange{Min: 30000, Max: 32767}
+// DefaultNodePortRange returns Kubernetes' default
+// --service-node-port-range, 30000-32767.
+func DefaultNodePortRange() PortRange { return PortRange{Min: 30000, Max: 32767} }
 
 // Contains reports whether port is in r.
 func (r PortRange) Contains(port uint16) bool { return port >= r.Min && port <= r.Max }
@@ -97,13 +98,13 @@ func (r PortRange) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
 // ValidateOptions tunes validation to the cluster.
 type ValidateOptions struct {
 	// NodePortRange is the range node ports must fall in; the zero value
-	// means DefaultNodePortRange.
+	// means DefaultNodePortRange().
 	NodePortRange PortRange
 }
 
 func (o ValidateOptions) nodePorts() PortRange {
 	if o.NodePortRange == (PortRange{}) {
-		return DefaultNodePortRange
+		return DefaultNodePortRange()
 	}
 	return o.NodePortRange
 }
