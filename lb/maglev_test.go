@@ -532,3 +532,19 @@ func TestMaglevTailScanSameTable(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkMaglevWeighted builds N = 1000 backends with weights 1..10
+// (seeded) at M = 65537 and reports the build time and the worst load
+// relative to each backend's weighted share.
+func BenchmarkMaglevWeighted(b *testing.B) {
+	rng := rand.New(rand.NewPCG(10, 10))
+	backends := equalBackends(backendKeys(1000))
+	for i := range backends {
+		backends[i].Weight = uint32(1 + rng.IntN(10))
+	}
+	var m *Maglev
+	for b.Loop() {
+		m = mustMaglev(b, backends, DefaultMaglevSize)
+	}
+	b.ReportMetric(maxOverAvg(m), "max/avg")
+}
