@@ -354,6 +354,15 @@ basic:
 			continue
 		case "-m", "--match", "-j", "--jump", "-g", "--goto":
 			break basic
+		case "--dport", "--sport", "--destination-port", "--source-port":
+			// iptables loads the protocol's port match implicitly.
+			if r.Proto.Proto.hasPorts() {
+				if invert {
+					i-- // the "!" belongs to the port option
+					invert = false
+				}
+				break basic
+			}
 		case "-f", "--fragment":
 			if r.Fragment != FragmentAny {
 				return r, errors.New("-f given twice")
@@ -407,22 +416,54 @@ basic:
 	if invert {
 		return r, errors.New("'!' before -m, -j or -g")
 	}
-	// Extension matches.
-	for i < len(toks) && (toks[i].s == "-m" || toks[i].s == "--match") {
-		if i+1 >= len(toks) {
-			return r, errors.New("-m without a module")
+	// Normalize what iptables stores as "anything" and refuse what the
+	// typed basic matches cannot hold.
+	for _, a := range []*Addr{&r.Src, &r.Dst} {
+		if a.Prefix.IsValid() && a.Prefix.Bits() == 0 && !a.Invert {
+			*a = Addr{}
 		}
-		module := toks[i+1].s
-		j := i + 2
+	}
+	for _, ifc := range []*Iface{&r.In, &r.Out} {
+		if ifc.Name == "+" && !ifc.Invert {
+			*ifc = Iface{}
+		}
+	}
+	if r.Proto.Proto == "all" && !r.Proto.Invert {
+		r.Proto = ProtoMatch{}
+	}
+	if _, err := appendRuleSpec(nil, p.family, &r); err != nil {
+		return r, err
+	}
+	// Extension matches.
+	for i < len(toks) && !toks[i].quoted && (toks[i].s == "-m" || toks[i].s == "--match" || strings.HasPrefix(toks[i].s, "-") && !isKeyword(toks[i]) || toks[i].s == "!") {
+		var module string
+		first := i + 2
+		if toks[i].s == "-m" || toks[i].s == "--match" {
+			if i+1 >= len(toks) {
+				return r, errors.New("-m without a module")
+			}
+			module = toks[i+1].s
+		} else {
+			// Options of the implicit port match (see above).
+			if !r.Proto.Proto.hasPorts() || r.Proto.Invert {
+				return r, fmt.Errorf("unexpected %q", toks[i].s)
+			}
+			module, first = string(r.Proto.Proto), i
+		}
+		j := first
 		for j < len(toks) && !isKeyword(toks[j]) {
 			j++
 		}
-		opts := toks[i+2 : j]
+		opts := toks[first:j]
 		spec := ""
 		if len(opts) > 0 {
 			spec = line[opts[0].start:opts[len(opts)-1].end]
 		}
-		r.Matches = append(r.Matches, p.parseMatch(&r, module, opts, spec))
+		m := p.parseMatch(&r, module, opts, spec)
+		if _, err := m.appendMatch(nil, p.family, &r); err != nil {
+			return r, fmt.Errorf("match %s: %w", module, err)
+		}
+		r.Matches = append(r.Matches, m)
 		i = j
 	}
 	// Target.
@@ -438,6 +479,9 @@ basic:
 				return r, errors.New("arguments after -g CHAIN")
 			}
 			r.Target = Goto{Chain: ChainName(name)}
+			if _, err := r.Target.appendTarget(nil, p.family, &r); err != nil {
+				return r, err
+			}
 			return r, nil
 		}
 		spec := ""
@@ -445,6 +489,9 @@ basic:
 			spec = line[opts[0].start:opts[len(opts)-1].end]
 		}
 		r.Target = p.parseTarget(&r, name, opts, spec, isChain)
+		if _, err := r.Target.appendTarget(nil, p.family, &r); err != nil {
+			return r, fmt.Errorf("target %s: %w", name, err)
+		}
 	}
 	return r, nil
 }
@@ -465,6 +512,8 @@ func canonicalProtocol(s string) Protocol {
 		return ProtoICMP
 	case "mh", "ipv6-mh", "135":
 		return "mobility-header"
+	case "all", "0":
+		return "all"
 	}
 	return Protocol(s)
 }
