@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"math"
+	"math/bits"
 	"net/netip"
 	"strconv"
 )
@@ -168,8 +169,24 @@ func (p Probability) Float64() float64 { return float64(p) / float64(Probability
 // ("0.33333333349").
 func (p Probability) String() string { return string(p.appendTo(nil)) }
 
+// appendTo appends p/2^31 with 11 decimals, rounded half to even like
+// printf("%.11f"), in integer arithmetic: strconv's 'f' formatting with a
+// precision allocates, and this runs once per endpoint rule.
 func (p Probability) appendTo(b []byte) []byte {
-	return strconv.AppendFloat(b, p.Float64(), 'f', 11, 64)
+	const scale = 100_000_000_000 // 10^11
+	hi, lo := bits.Mul64(uint64(p), scale)
+	q, r := bits.Div64(hi, lo, uint64(ProbabilityOne))
+	const half = uint64(ProbabilityOne) / 2
+	if r > half || r == half && q&1 == 1 {
+		q++
+	}
+	b = strconv.AppendUint(b, q/scale, 10)
+	b = append(b, '.')
+	frac := q % scale
+	for d := uint64(scale / 10); d > 0; d /= 10 {
+		b = append(b, byte('0'+frac/d%10))
+	}
+	return b
 }
 
 // Statistic is `-m statistic --mode random --probability P`: the rule

@@ -303,8 +303,23 @@ func ParseRule(f Family, line string) (ChainName, Rule, error) {
 }
 
 type parser struct {
-	family Family
-	toks   []token
+	family  Family
+	toks    []token
+	scratch []byte // reused output of the validating renders
+}
+
+// validMatch reports whether m validates in rule r, rendering into scratch.
+func (p *parser) validMatch(m Match, r *Rule) error {
+	var err error
+	p.scratch, err = m.appendMatch(p.scratch[:0], p.family, r)
+	return err
+}
+
+// validTarget reports whether t validates in rule r.
+func (p *parser) validTarget(t Target, r *Rule) error {
+	var err error
+	p.scratch, err = t.appendTarget(p.scratch[:0], p.family, r)
+	return err
 }
 
 // parseRule parses "-A CHAIN spec". isChain tells whether a name is a
@@ -418,23 +433,20 @@ basic:
 	}
 	// Normalize what iptables stores as "anything" and refuse what the
 	// typed basic matches cannot hold.
-	for _, a := range []*Addr{&r.Src, &r.Dst} {
-		if a.Prefix.IsValid() && a.Prefix.Bits() == 0 && !a.Invert {
-			*a = Addr{}
-		}
-	}
-	for _, ifc := range []*Iface{&r.In, &r.Out} {
-		if ifc.Name == "+" && !ifc.Invert {
-			*ifc = Iface{}
-		}
-	}
+	r.Src, r.Dst = anyAddr(r.Src), anyAddr(r.Dst)
+	r.In, r.Out = anyIface(r.In), anyIface(r.Out)
 	if r.Proto.Proto == "all" && !r.Proto.Invert {
 		r.Proto = ProtoMatch{}
 	}
-	if _, err := appendRuleSpec(nil, p.family, &r); err != nil {
+	var err error
+	p.scratch, err = appendRuleSpec(p.scratch[:0], p.family, &r)
+	if err != nil {
 		return r, err
 	}
-	// Extension matches.
+	// Extension matches; size the slice once.
+	if n := countMatches(toks[i:]); n > 0 {
+		r.Matches = make([]Match, 0, n)
+	}
 	for i < len(toks) && !toks[i].quoted && (toks[i].s == "-m" || toks[i].s == "--match" || strings.HasPrefix(toks[i].s, "-") && !isKeyword(toks[i]) || toks[i].s == "!") {
 		var module string
 		first := i + 2
@@ -460,8 +472,10 @@ basic:
 			spec = line[opts[0].start:opts[len(opts)-1].end]
 		}
 		m := p.parseMatch(&r, module, opts, spec)
-		if _, err := m.appendMatch(nil, p.family, &r); err != nil {
-			return r, fmt.Errorf("match %s: %w", module, err)
+		if _, raw := m.(RawMatch); raw {
+			if err := p.validMatch(m, &r); err != nil {
+				return r, fmt.Errorf("match %s: %w", module, err)
+			}
 		}
 		r.Matches = append(r.Matches, m)
 		i = j
@@ -479,7 +493,7 @@ basic:
 				return r, errors.New("arguments after -g CHAIN")
 			}
 			r.Target = Goto{Chain: ChainName(name)}
-			if _, err := r.Target.appendTarget(nil, p.family, &r); err != nil {
+			if err := p.validTarget(r.Target, &r); err != nil {
 				return r, err
 			}
 			return r, nil
@@ -489,11 +503,42 @@ basic:
 			spec = line[opts[0].start:opts[len(opts)-1].end]
 		}
 		r.Target = p.parseTarget(&r, name, opts, spec, isChain)
-		if _, err := r.Target.appendTarget(nil, p.family, &r); err != nil {
-			return r, fmt.Errorf("target %s: %w", name, err)
+		if _, raw := r.Target.(RawTarget); raw {
+			if err := p.validTarget(r.Target, &r); err != nil {
+				return r, fmt.Errorf("target %s: %w", name, err)
+			}
 		}
 	}
 	return r, nil
+}
+
+// countMatches counts the -m options of a rule, plus one for an implicit
+// port match.
+func countMatches(toks []token) int {
+	n := 0
+	for i, t := range toks {
+		if !t.quoted && (t.s == "-m" || t.s == "--match" || i == 0 && t.s != "-j" && t.s != "-g") {
+			n++
+		}
+	}
+	return n
+}
+
+// anyAddr returns the zero Addr for a /0 prefix that is not inverted:
+// iptables stores that as "any address".
+func anyAddr(a Addr) Addr {
+	if a.Prefix.IsValid() && a.Prefix.Bits() == 0 && !a.Invert {
+		return Addr{}
+	}
+	return a
+}
+
+// anyIface returns the zero Iface for a "+" that is not inverted.
+func anyIface(i Iface) Iface {
+	if i.Name == "+" && !i.Invert {
+		return Iface{}
+	}
+	return i
 }
 
 // canonicalProtocol maps the aliases iptables accepts to the name
@@ -591,7 +636,7 @@ func (p *parser) parseMatch(r *Rule, module string, opts []token, spec string) M
 	if ok {
 		// Only typed values that validate in this rule are returned, so a
 		// parsed rule always renders.
-		if _, err := m.appendMatch(nil, p.family, r); err == nil {
+		if err := p.validMatch(m, r); err == nil {
 			return m
 		}
 	}
@@ -926,7 +971,7 @@ func (p *parser) parseTarget(r *Rule, name string, opts []token, spec string, is
 		}
 	}
 	if ok {
-		if _, err := t.appendTarget(nil, p.family, r); err == nil {
+		if err := p.validTarget(t, r); err == nil {
 			return t
 		}
 		if j, isJump := t.(Jump); isJump {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -297,6 +298,18 @@ func TestProbability(t *testing.T) {
 	}{{0, 0}, {-1, 0}, {1, ProbabilityOne}, {2, ProbabilityOne}, {0.5, 1 << 30}, {1.0 / 3, 715827883}} {
 		if got := ProbabilityOf(c.in); got != c.want {
 			t.Errorf("ProbabilityOf(%v) = %d, want %d", c.in, got, c.want)
+		}
+	}
+	// The integer formatting is printf's %.11f (round half to even), which
+	// strconv also implements: compare on a sweep, the ties included.
+	for p := Probability(0); p <= ProbabilityOne; p += 9973 {
+		for _, q := range []Probability{p, p &^ (1<<19 - 1) | 1<<19} {
+			if q > ProbabilityOne {
+				continue
+			}
+			if got, want := q.String(), strconv.FormatFloat(q.Float64(), 'f', 11, 64); got != want {
+				t.Fatalf("Probability(%d) = %s, want %s", q, got, want)
+			}
 		}
 	}
 	// Every printed value parses back to the same integer.
