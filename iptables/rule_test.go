@@ -303,7 +303,7 @@ func TestProbability(t *testing.T) {
 	// The integer formatting is printf's %.11f (round half to even), which
 	// strconv also implements: compare on a sweep, the ties included.
 	for p := Probability(0); p <= ProbabilityOne; p += 9973 {
-		for _, q := range []Probability{p, p &^ (1<<19 - 1) | 1<<19} {
+		for _, q := range []Probability{p, p&^(1<<19-1) | 1<<19} {
 			if q > ProbabilityOne {
 				continue
 			}
