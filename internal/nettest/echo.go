@@ -11,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // Reply is what an echo backend answers: its host name and the source
@@ -52,17 +55,26 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // StartEcho starts a TCP and a UDP echo server on port, on every address of
 // the host (IPv4 and IPv6). The TCP server writes one Reply line to each
 // connection and closes it; the UDP server answers each datagram with one
-// Reply line. Both stop at the lab's Close.
+// Reply line, sent from the address the datagram was sent to (a VIP on
+// the loopback interface, say), as a client expects. Both stop at the lab's
+// Close.
 func (h *Host) StartEcho(port uint16) error {
 	var ln net.Listener
-	var pc net.PacketConn
+	var pc4, pc6 net.PacketConn
 	err := h.Do(func() error {
 		var err error
 		if ln, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", port)); err != nil {
 			return err
 		}
-		if pc, err = net.ListenPacket("udp", fmt.Sprintf("[::]:%d", port)); err != nil {
+		// One socket per family, so that each can report the destination
+		// address of a datagram (IP_PKTINFO / IPV6_RECVPKTINFO).
+		if pc4, err = net.ListenPacket("udp4", fmt.Sprintf("0.0.0.0:%d", port)); err != nil {
 			ln.Close()
+			return err
+		}
+		if pc6, err = net.ListenPacket("udp6", fmt.Sprintf("[::]:%d", port)); err != nil {
+			ln.Close()
+			pc4.Close()
 			return err
 		}
 		return nil
@@ -70,8 +82,21 @@ func (h *Host) StartEcho(port uint16) error {
 	if err != nil {
 		return fmt.Errorf("nettest: host %s: echo on %d: %w", h.name, port, err)
 	}
+	p4, p6 := ipv4.NewPacketConn(pc4), ipv6.NewPacketConn(pc6)
+	if err := p4.SetControlMessage(ipv4.FlagDst, true); err != nil {
+		ln.Close()
+		pc4.Close()
+		pc6.Close()
+		return fmt.Errorf("nettest: host %s: echo: IP_PKTINFO: %w", h.name, err)
+	}
+	if err := p6.SetControlMessage(ipv6.FlagDst, true); err != nil {
+		ln.Close()
+		pc4.Close()
+		pc6.Close()
+		return fmt.Errorf("nettest: host %s: echo: IPV6_RECVPKTINFO: %w", h.name, err)
+	}
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		for {
@@ -88,16 +113,36 @@ func (h *Host) StartEcho(port uint16) error {
 		defer wg.Done()
 		buf := make([]byte, 2048)
 		for {
-			_, from, err := pc.ReadFrom(buf)
+			_, cm, from, err := p4.ReadFrom(buf)
 			if err != nil {
 				return
 			}
-			_, _ = pc.WriteTo([]byte(formatReply(h.name, from)), from)
+			var reply *ipv4.ControlMessage
+			if cm != nil {
+				reply = &ipv4.ControlMessage{Src: cm.Dst}
+			}
+			_, _ = p4.WriteTo([]byte(formatReply(h.name, from)), reply, from)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 2048)
+		for {
+			_, cm, from, err := p6.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var reply *ipv6.ControlMessage
+			if cm != nil {
+				reply = &ipv6.ControlMessage{Src: cm.Dst}
+			}
+			_, _ = p6.WriteTo([]byte(formatReply(h.name, from)), reply, from)
 		}
 	}()
 	h.lab.onClose(func() error {
 		ln.Close()
-		pc.Close()
+		pc4.Close()
+		pc6.Close()
 		wg.Wait()
 		return nil
 	})

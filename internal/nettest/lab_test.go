@@ -281,3 +281,23 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestUDPEchoRepliesFromTheAddressAsked: a client's connected UDP socket
+// accepts only replies from the address it sent to, so the echo server must
+// answer from the VIP a datagram was sent to, not from its main address.
+func TestUDPEchoRepliesFromTheAddressAsked(t *testing.T) {
+	lab := New(t, Topology{Hosts: []HostSpec{{Name: "client"}, {Name: "server"}}})
+	client, server := lab.Host("client"), lab.Host("server")
+	vip4, vip6 := netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("2001:db8:99::10")
+	must(t, server.AddAddrLo(netip.PrefixFrom(vip4, 32)))
+	must(t, server.AddAddrLo(netip.PrefixFrom(vip6, 128)))
+	must(t, client.AddRoute(netip.PrefixFrom(vip4, 32), server.IP4()))
+	must(t, client.AddRoute(netip.PrefixFrom(vip6, 128), server.IP6()))
+	must(t, server.StartEcho(7000))
+	for _, vip := range []netip.Addr{vip4, vip6} {
+		r, err := client.Ask(context.Background(), Probe{Network: "udp", To: netip.AddrPortFrom(vip, 7000)})
+		if err != nil || r.Backend != "server" {
+			t.Errorf("UDP to the VIP %s on the server's loopback: %+v, %v", vip, r, err)
+		}
+	}
+}
