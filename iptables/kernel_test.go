@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"reflect"
 	"strings"
 	"sync"
@@ -754,5 +755,80 @@ func TestKernelRestoreBuffer(t *testing.T) {
 	td, err := c.Save(t.Context(), TableNAT)
 	if err != nil || len(td.Chain("LBK-BUF").Rules) != 3 {
 		t.Fatalf("%v %v", td, err)
+	}
+}
+
+// TestKernelPartialSyncLeavesChainsAlone shows on the kernel that a partial
+// sync does not touch the chains it does not name: their rules keep their
+// packet counters, while a rewritten chain starts from zero.
+func TestKernelPartialSyncLeavesChainsAlone(t *testing.T) {
+	hosts := kernelHosts(t, "legacy", "nft")
+	for _, b := range backends {
+		t.Run(b.String(), func(t *testing.T) {
+			ctx := t.Context()
+			h := hosts[hostOf(b)]
+			c := newNSClient(t, h, Config{Family: IPv4, Backend: b})
+			count := &Rule{Dst: Addr{Prefix: pfx("127.0.0.1/32")}, Proto: ProtoMatch{Proto: ProtoUDP},
+				Matches: []Match{Ports{Dst: Port(9)}}, Target: Return}
+			full := &Sync{Tables: []TableSync{{Table: TableFilter, Chains: []Chain{
+				{Name: "LBK-KEEP", Rules: []Rule{*count}},
+				{Name: "LBK-REWRITE", Rules: []Rule{*count}},
+			}}}}
+			if err := c.Apply(ctx, full); err != nil {
+				t.Fatal(err)
+			}
+			for _, to := range []ChainName{"LBK-KEEP", "LBK-REWRITE"} {
+				if _, err := c.EnsureJump(ctx, TableFilter, ChainOutput, to, Append, ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			const packets = 5
+			err := h.Do(func() error {
+				// Unconnected, so the ICMP port unreachable answers do not
+				// turn into write errors.
+				conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+				if err != nil {
+					return err
+				}
+				defer conn.Close()
+				to := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+				for i := 0; i < packets; i++ {
+					if _, err := conn.WriteTo([]byte("x"), to); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			counters := func() map[ChainName]uint64 {
+				out, err := h.Run(ctx, b.binary(IPv4, "-save"), "-c", "-t", "filter")
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, err := ParseDump(IPv4, out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m := map[ChainName]uint64{}
+				for _, ch := range d.Table(TableFilter).Chains {
+					for _, ctr := range ch.RuleCounters {
+						m[ch.Name] += ctr.Packets
+					}
+				}
+				return m
+			}
+			if got := counters(); got["LBK-KEEP"] != packets || got["LBK-REWRITE"] != packets {
+				t.Fatalf("counters before = %v", got)
+			}
+			partial := &Sync{Tables: []TableSync{{Table: TableFilter, Chains: full.Tables[0].Chains[1:]}}}
+			if err := c.Apply(ctx, partial); err != nil {
+				t.Fatal(err)
+			}
+			if got := counters(); got["LBK-KEEP"] != packets || got["LBK-REWRITE"] != 0 {
+				t.Fatalf("counters after a partial sync of LBK-REWRITE = %v, want LBK-KEEP %d, LBK-REWRITE 0", got, packets)
+			}
+		})
 	}
 }

@@ -332,7 +332,7 @@ func (p *parser) parseRule(line string, isChain func(string) bool) (ChainName, R
 	}
 	toks := p.toks
 	if len(toks) < 2 || toks[0].s != "-A" || toks[0].quoted {
-		return "", Rule{}, errors.New("want -A CHAIN ...")
+		return "", Rule{}, errors.New("want \"-A CHAIN\" and the rule")
 	}
 	if err := checkSavedName(toks[1].s); err != nil {
 		return "", Rule{}, err

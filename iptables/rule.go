@@ -12,7 +12,10 @@ import (
 // come first in save order (-s, -d, -i, -o, -p, -f), then the extension
 // matches in the order given, then the target. Every Rule that validates
 // parses back from its rendered text to an equal Rule, and, after a round
-// trip through the kernel, from iptables-save's output too.
+// trip through the kernel, from iptables-save's output too — with one
+// exception: a RawMatch or RawTarget spelling something the typed values
+// cover (RawMatch{Module: "comment", ...}, RawTarget{Name: "LBK-X"}) comes
+// back typed.
 type Rule struct {
 	Src Addr  // -s
 	Dst Addr  // -d
