@@ -12,7 +12,6 @@ import (
 	"reflect"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -69,15 +68,13 @@ type Checker struct {
 	trCh   chan<- Transition
 	sh     shared
 
-	wake   chan struct{} // to the scheduler: the heap or inflight changed
-	evWake chan struct{} // to the notifier: events is not empty
-	jobs   chan job
-	wg     sync.WaitGroup // workers and notifier
-
-	workers atomic.Int64
+	wake   chan struct{}  // to the scheduler: the heap or inflight changed
+	evWake chan struct{}  // to the notifier: events is not empty
+	wg     sync.WaitGroup // the notifier
 
 	mu       sync.Mutex
 	state    runState
+	pool     *pool // while running
 	targets  map[string]*entry
 	queue    dueHeap
 	rng      *rand.Rand
@@ -133,7 +130,6 @@ func New(opts Options) *Checker {
 		trCh:    opts.Transitions,
 		wake:    make(chan struct{}, 1),
 		evWake:  make(chan struct{}, 1),
-		jobs:    make(chan job),
 		targets: make(map[string]*entry),
 		rng:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
@@ -287,10 +283,14 @@ func (c *Checker) Snapshot() []Status {
 func (c *Checker) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	workers := 0
+	if c.pool != nil {
+		workers = c.pool.workers()
+	}
 	return Stats{
 		Targets:  len(c.targets),
 		InFlight: c.inflight,
-		Workers:  int(c.workers.Load()),
+		Workers:  workers,
 		Checks:   c.checks,
 		Late:     c.late,
 
@@ -324,19 +324,22 @@ func (c *Checker) Run(ctx context.Context) error {
 		e.due = c.firstDue(now, e.t.Interval)
 	}
 	heap.Init(&c.queue)
+	c.pool = newPool(c.max, func(j job) { c.runJob(ctx, j) })
+	pool := c.pool
 	c.mu.Unlock()
 
 	if c.notify {
 		c.wg.Add(1)
 		go c.notifier(ctx)
 	}
-	c.schedule(ctx)
+	c.schedule(ctx, pool)
 	cancel()
-	close(c.jobs)
+	pool.stop()
 	c.wg.Wait()
 
 	c.mu.Lock()
 	c.state = closed
+	c.pool = nil
 	var ps []prober
 	for _, e := range c.targets {
 		ps = append(ps, e.p)
@@ -435,7 +438,7 @@ func (c *Checker) poke() {
 // schedule is the scheduler loop: it starts every check that is due while
 // fewer than max run, then sleeps until the next one is due or something
 // changes.
-func (c *Checker) schedule(ctx context.Context) {
+func (c *Checker) schedule(ctx context.Context, pool *pool) {
 	var (
 		timer Timer
 		armed time.Time // when timer fires; zero when it is not armed
@@ -474,7 +477,7 @@ func (c *Checker) schedule(ctx context.Context) {
 		c.mu.Unlock()
 
 		for i := range batch {
-			c.dispatch(ctx, batch[i])
+			pool.submit(batch[i])
 			batch[i] = job{}
 		}
 		batch = batch[:0]
@@ -497,32 +500,14 @@ func (c *Checker) schedule(ctx context.Context) {
 	}
 }
 
-// dispatch hands j to an idle worker, or starts a worker for it while
-// fewer than max exist. At max, one of them is about to be free, since
-// fewer than max checks were running when j was taken.
-func (c *Checker) dispatch(ctx context.Context, j job) {
-	select {
-	case c.jobs <- j:
-		return
-	default:
-	}
-	if c.workers.Load() < int64(c.max) {
-		c.workers.Add(1)
-		c.wg.Add(1)
-		go c.worker(ctx, j)
-		return
-	}
-	c.jobs <- j
-}
-
-func (c *Checker) worker(ctx context.Context, j job) {
-	defer c.wg.Done()
-	for ok := true; ok; j, ok = <-c.jobs {
-		c.runJob(ctx, j)
-	}
-}
-
 func (c *Checker) runJob(ctx context.Context, j job) {
+	if j.ctx.Err() != nil {
+		// Removed, or the checker is stopping, since it was taken from the
+		// heap: finish discards the result, so do not probe.
+		j.cancel()
+		c.finish(ctx, j, j.ctx.Err(), 0)
+		return
+	}
 	t0 := time.Now()
 	err := j.p.probe(j.ctx)
 	latency := time.Since(t0)

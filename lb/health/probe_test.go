@@ -367,7 +367,7 @@ func TestRemovingTargetsLeavesNothingBehind(t *testing.T) {
 		t.Errorf("stats after removal: %+v", st)
 	}
 	// The workers stay (bounded, reused by later targets); nothing else may.
-	goleak.VerifyNone(t, before, goleak.IgnoreAnyFunction("github.com/lbkit/lbkit/lb/health.(*Checker).worker"))
+	goleak.VerifyNone(t, before, goleak.IgnoreAnyFunction("github.com/lbkit/lbkit/lb/health.(*pool).work"))
 }
 
 func TestStopClosesConnections(t *testing.T) {

@@ -1,0 +1,55 @@
+package health
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestPoolGrowsForSlowJobsAndShrinksWhenIdle(t *testing.T) {
+	release := make(chan struct{})
+	var running, peak, ran atomic.Int64
+	p := newPool(64, func(j job) {
+		n := running.Add(1)
+		for m := peak.Load(); n > m && !peak.CompareAndSwap(m, n); m = peak.Load() {
+		}
+		if j.timeout > 0 { // "slow" jobs block until released
+			<-release
+		}
+		running.Add(-1)
+		ran.Add(1)
+	})
+	p.idleAfter = 50 * time.Millisecond
+	defer p.stop()
+
+	// Jobs that finish at once are served by a few workers, however many
+	// are submitted back to back.
+	for i := 0; i < 500; i++ {
+		p.submit(job{})
+	}
+	waitFor(t, "the quick jobs", func() bool { return ran.Load() == 500 })
+	if w := p.workers(); w > 16 {
+		t.Errorf("%d workers for quick jobs, want a few", w)
+	}
+	// Jobs that hang get a worker each, up to max.
+	// (submit blocks while max jobs run; it is called by one goroutine.)
+	submitted := make(chan struct{})
+	go func() {
+		defer close(submitted)
+		for i := 0; i < 100; i++ {
+			p.submit(job{timeout: 1})
+		}
+	}()
+	waitFor(t, "64 hanging jobs", func() bool { return running.Load() == 64 })
+	if w := p.workers(); w != 64 {
+		t.Errorf("%d workers, want max (64)", w)
+	}
+	close(release)
+	<-submitted
+	waitFor(t, "all jobs", func() bool { return ran.Load() == 600 })
+	if peak.Load() > 64 {
+		t.Errorf("peak concurrency %d over max", peak.Load())
+	}
+	// Idle workers leave.
+	waitFor(t, "idle workers to exit", func() bool { return p.workers() == 0 })
+}
