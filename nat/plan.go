@@ -1,0 +1,145 @@
+package nat
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/lbkit/lbkit/lb"
+)
+
+// ServiceEndpoints is one service and its endpoints: the compiler's input.
+type ServiceEndpoints struct {
+	Service   lb.Service
+	Endpoints []lb.Endpoint
+}
+
+// Plan is the engine-neutral result of compiling services for one node:
+// every service port in every family, resolved (frontends, endpoints for
+// each kind of traffic, verdicts), plus the node configuration. The
+// iptables and nftables renderers both start from a Plan.
+type Plan struct {
+	// Config is the configuration with defaults filled in.
+	Config Config
+	// Ports holds one entry per service port and IP family, sorted by
+	// family (IPv4 first), then key.
+	Ports []Port
+}
+
+// Port is one service port in one IP family.
+type Port struct {
+	lb.ResolvedPort
+	// Key identifies the port across syncs and names its chains:
+	// "namespace/name:port/protocol" (lb.ServicePortName.Key).
+	Key string
+}
+
+// Comment is the comment kube-proxy puts on the port's rules:
+// "namespace/name:port".
+func (p *Port) Comment() string { return p.Name.String() }
+
+// Family returns the ports of family f, in plan order.
+func (p *Plan) Family(f lb.IPFamily) []Port {
+	var out []Port
+	for _, port := range p.Ports {
+		if port.Family == f {
+			out = append(out, port)
+		}
+	}
+	return out
+}
+
+// ConflictError reports two service ports that claim the same frontend:
+// the same address, protocol and port, or the same node port.
+type ConflictError struct {
+	Frontend string // "192.0.2.10:80/tcp" or "nodePort 30080/tcp"
+	First    string // key of the port that claimed it first (in input order)
+	Second   string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("nat: %s is claimed by both %s and %s", e.Frontend, e.First, e.Second)
+}
+
+// Is makes a ConflictError match lb.ErrInvalid.
+func (e *ConflictError) Is(target error) bool { return target == lb.ErrInvalid }
+
+// DuplicateServiceError reports a service that appears twice in the input.
+type DuplicateServiceError struct{ Service lb.ServiceName }
+
+func (e *DuplicateServiceError) Error() string {
+	return fmt.Sprintf("nat: service %s appears more than once", e.Service)
+}
+
+// Is makes a DuplicateServiceError match lb.ErrInvalid.
+func (e *DuplicateServiceError) Is(target error) bool { return target == lb.ErrInvalid }
+
+// Compile validates and resolves services for the node in cfg and returns
+// the plan. It is all or nothing: when any service, endpoint or the config
+// is invalid, or two ports claim the same frontend, it returns every problem
+// joined in one error (find them with errors.As: *lb.ValidationError,
+// *ConflictError, *DuplicateServiceError; all match lb.ErrInvalid) and no
+// plan, so that an engine never applies half of a desired state.
+func Compile(cfg Config, services []ServiceEndpoints) (*Plan, error) {
+	cfg = cfg.withDefaults()
+	var problems []error
+	if err := cfg.validate(); err != nil {
+		problems = append(problems, err)
+	}
+	res := lb.Resolver{Node: cfg.Node, Validation: cfg.Validation}
+	plan := &Plan{Config: cfg}
+	seen := map[lb.ServiceName]bool{}
+	claims := map[string]string{}
+	for i := range services {
+		svc := &services[i].Service
+		name := svc.ServiceName()
+		if seen[name] {
+			problems = append(problems, &DuplicateServiceError{Service: name})
+			continue
+		}
+		seen[name] = true
+		ports, err := res.Resolve(svc, services[i].Endpoints)
+		if err != nil {
+			problems = append(problems, err)
+			continue
+		}
+		for _, rp := range ports {
+			port := Port{ResolvedPort: rp, Key: rp.Name.Key()}
+			for _, f := range rp.Frontends {
+				if !f.Intercept() {
+					continue
+				}
+				claim := frontendClaim(f, rp.Name.Protocol, rp.Family)
+				if first, ok := claims[claim]; ok && first != port.Key {
+					problems = append(problems, &ConflictError{Frontend: claim, First: first, Second: port.Key})
+					continue
+				}
+				claims[claim] = port.Key
+			}
+			plan.Ports = append(plan.Ports, port)
+		}
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
+	slices.SortFunc(plan.Ports, func(a, b Port) int {
+		return cmp.Or(cmp.Compare(familyOrder(a.Family), familyOrder(b.Family)), cmp.Compare(a.Key, b.Key))
+	})
+	return plan, nil
+}
+
+func familyOrder(f lb.IPFamily) int {
+	if f == lb.IPv4 {
+		return 0
+	}
+	return 1
+}
+
+func frontendClaim(f lb.Frontend, proto lb.Protocol, fam lb.IPFamily) string {
+	if f.Kind == lb.FrontendNodePort {
+		return fmt.Sprintf("nodePort %d/%s (%s)", f.Port, proto.Lower(), fam)
+	}
+	return netip.AddrPortFrom(f.Addr, f.Port).String() + "/" + proto.Lower()
+}
