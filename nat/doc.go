@@ -1,0 +1,46 @@
+// Package nat compiles load-balanced services into NAT rules and programs
+// them through an engine, with the semantics of kube-proxy.
+//
+// Compile takes services and their endpoints (package lb's model) and the
+// node's Config and returns a Plan: every service port in every IP family,
+// resolved for this node — each frontend (cluster IP, node port, external
+// IP, load-balancer IP with its ipMode), the endpoints each kind of traffic
+// may use under the traffic policies, ClientIP affinity, source ranges, and
+// what to do when there is no endpoint. The Plan is engine-neutral.
+//
+// IPTables programs a plan into iptables (package iptables) with
+// kube-proxy's chain layout, as `iptables-save -t nat` shows it on a
+// kube-proxy node, but under its own prefix ("LBK-" by default) and its own
+// masquerade mark so that it can run beside a kube-proxy:
+//
+//   - nat PREROUTING and OUTPUT jump to LBK-SERVICES, which sends each
+//     frontend to its port's chain: LBK-SVC-<hash> (cluster endpoints),
+//     LBK-SVL-<hash> (local endpoints, for Local policies), LBK-EXT-<hash>
+//     (external traffic: masquerade under the Cluster policy, short-circuit
+//     of pod and node traffic under Local) and LBK-FW-<hash> (load-balancer
+//     source ranges). Its last rule sends traffic to a local address to
+//     LBK-NODEPORTS.
+//   - An SVC or SVL chain marks cluster-IP traffic from outside the cluster
+//     CIDR for masquerading, sends clients with ClientIP affinity back to
+//     their endpoint (the recent match), then picks an endpoint with a chain
+//     of `statistic --mode random --probability` rules whose probabilities
+//     honour the endpoint weights exactly (lb.ProbabilityChain).
+//   - One LBK-SEP-<hash> chain per endpoint marks hairpin traffic (from the
+//     endpoint itself) and DNATs to the endpoint's address and target port.
+//   - nat POSTROUTING jumps to LBK-POSTROUTING, which masquerades marked
+//     packets (optionally --random-fully).
+//   - In the filter table, ports without any endpoint REJECT and Local
+//     policies without a local endpoint DROP (LBK-SERVICES,
+//     LBK-EXTERNAL-SERVICES), load-balancer traffic from outside the source
+//     ranges is dropped (LBK-FIREWALL), and marked or established forwarded
+//     traffic is accepted (LBK-FORWARD).
+//   - Load-balancer IPs with ipMode Proxy are not intercepted at all.
+//
+// Each sync is one iptables-restore --noflush per family. A sync rewrites
+// only the chains of service ports that changed since the previous sync and
+// deletes the chains that are gone; every DefaultFullSyncInterval (or after
+// a failed sync) a full sync rewrites everything it owns and deletes stale
+// chains it finds in the kernel, repairing drift. The syncer never touches a
+// chain without its prefix, and of the built-in chains only its own hook
+// rules.
+package nat

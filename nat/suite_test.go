@@ -1,0 +1,544 @@
+package nat_test
+
+// The behaviour suite: one set of cases, run with real traffic through the
+// kernel against every engine nat compiles for. An engine joins the suite by
+// providing an engineUnderTest (see iptables_kernel_test.go).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lbkit/lbkit/internal/nettest"
+	"github.com/lbkit/lbkit/lb"
+	"github.com/lbkit/lbkit/nat"
+)
+
+// engineUnderTest is what the suite needs from an engine.
+type engineUnderTest struct {
+	// name of the engine, for messages.
+	name string
+	// tools the engine's tests need on PATH.
+	tools []string
+	// start builds the engine for the balancer host with cfg.
+	start func(t *testing.T, host *nettest.Host, cfg nat.Config) engine
+}
+
+// engine is one engine programming one host.
+type engine interface {
+	// Sync programs services (a partial or full sync, as the engine
+	// decides).
+	Sync(ctx context.Context, services []nat.ServiceEndpoints) error
+	// PeriodicSync is the sync the engine runs on its own schedule to
+	// repair drift, as it would run it after its interval passed.
+	PeriodicSync(ctx context.Context, services []nat.ServiceEndpoints) error
+	// Cleanup removes everything the engine owns.
+	Cleanup(ctx context.Context) error
+	// BreakNextApply arranges, from outside the engine (as another
+	// program or an admin would), that the kernel refuses the engine's
+	// next apply that deletes something of svc; the returned func undoes
+	// it.
+	BreakNextApply(t *testing.T, svc lb.ServicePortName) (undo func())
+	// Vandalize removes the dispatch of svc from the kernel behind the
+	// engine's back (flushes its chain or its elements).
+	Vandalize(t *testing.T, svc lb.ServicePortName)
+	// AddForeign adds rules of another program to the tables the engine
+	// uses, and Foreign returns them as the kernel lists them, so that
+	// the suite can check they survive byte for byte.
+	AddForeign(t *testing.T)
+	Foreign(t *testing.T) string
+}
+
+// The suite's network: clients on "wan", the balancer "lb" routing between
+// "wan" and one segment per backend (as a node routes to its pods), and an
+// external load balancer "extlb" on "wan" for ipMode Proxy.
+//
+//	client1 client2 extlb ── wan ── lb ── p1 ── be1
+//	                                   ├── p2 ── be2
+//	                                   └── p3 ── be3
+const (
+	nodeName = "node-lb"
+	port     = 8080
+)
+
+var (
+	serviceCIDR4 = netip.MustParsePrefix("203.0.113.0/26")
+	serviceCIDR6 = netip.MustParsePrefix("2001:db8:ff::/64")
+	lbIPs4       = netip.MustParsePrefix("203.0.113.128/26")
+	lbIPs6       = netip.MustParsePrefix("2001:db8:fe::/64")
+	podCIDR4     = netip.MustParsePrefix("192.0.2.0/24")
+	podCIDR6     = netip.MustParsePrefix("2001:db8:a0::/44")
+)
+
+type suiteLab struct {
+	lab                         *nettest.Lab
+	lb, client1, client2, extlb *nettest.Host
+	be                          [3]*nettest.Host
+	nodeIP4, nodeIP6            netip.Addr // lb's wan addresses
+	beNames                     []string
+	extraSources                []netip.Addr // more client addresses on client1
+	cfg                         nat.Config
+	proxyModeIP4                netip.Addr // held by extlb
+}
+
+func newSuiteLab(t *testing.T, tools []string) *suiteLab {
+	t.Helper()
+	nettest.RequireKernel(t, tools...)
+	lab := nettest.New(t, nettest.Topology{
+		Segments: []nettest.Segment{
+			{Name: "wan", Prefix4: netip.MustParsePrefix("198.51.100.0/24"), Prefix6: netip.MustParsePrefix("2001:db8:1::/64")},
+			{Name: "p1", Prefix4: netip.MustParsePrefix("192.0.2.0/28"), Prefix6: netip.MustParsePrefix("2001:db8:a1::/64")},
+			{Name: "p2", Prefix4: netip.MustParsePrefix("192.0.2.16/28"), Prefix6: netip.MustParsePrefix("2001:db8:a2::/64")},
+			{Name: "p3", Prefix4: netip.MustParsePrefix("192.0.2.32/28"), Prefix6: netip.MustParsePrefix("2001:db8:a3::/64")},
+		},
+		Hosts: []nettest.HostSpec{
+			{Name: "client1", Segments: []string{"wan"}},
+			{Name: "client2", Segments: []string{"wan"}},
+			{Name: "extlb", Segments: []string{"wan"}},
+			{Name: "lb", Segments: []string{"wan", "p1", "p2", "p3"}, Forwarding: true},
+			{Name: "be1", Segments: []string{"p1"}},
+			{Name: "be2", Segments: []string{"p2"}},
+			{Name: "be3", Segments: []string{"p3"}},
+		},
+	})
+	s := &suiteLab{
+		lab: lab, lb: lab.Host("lb"), client1: lab.Host("client1"), client2: lab.Host("client2"), extlb: lab.Host("extlb"),
+		be:      [3]*nettest.Host{lab.Host("be1"), lab.Host("be2"), lab.Host("be3")},
+		beNames: []string{"be1", "be2", "be3"},
+	}
+	wan := s.lb.Iface("wan")
+	s.nodeIP4, s.nodeIP6 = wan.Addr4, wan.Addr6
+	must(t, s.extlb.StartEcho(port))
+	for i, be := range s.be {
+		seg := fmt.Sprintf("p%d", i+1)
+		gw := s.lb.Iface(seg)
+		must(t, be.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), gw.Addr4))
+		must(t, be.AddRoute(netip.MustParsePrefix("::/0"), gw.Addr6))
+		must(t, be.StartEcho(port))
+	}
+	for _, c := range []*nettest.Host{s.client1, s.client2} {
+		for _, p := range []netip.Prefix{serviceCIDR4, lbIPs4, podCIDR4} {
+			must(t, c.AddRoute(p, s.nodeIP4))
+		}
+		for _, p := range []netip.Prefix{serviceCIDR6, lbIPs6, podCIDR6} {
+			must(t, c.AddRoute(p, s.nodeIP6))
+		}
+	}
+	// Thirty more client addresses, for affinity across many clients.
+	for i := range 30 {
+		a := netip.AddrFrom4([4]byte{198, 51, 100, byte(100 + i)})
+		must(t, s.client1.AddAddr("wan", netip.PrefixFrom(a, 24)))
+		s.extraSources = append(s.extraSources, a)
+	}
+	// The Proxy-mode load-balancer IP belongs to extlb, and lb routes it
+	// there: if lb does not intercept it, extlb answers.
+	s.proxyModeIP4 = netip.MustParseAddr("203.0.113.190")
+	must(t, s.extlb.AddAddrLo(netip.PrefixFrom(s.proxyModeIP4, 32)))
+	must(t, s.lb.AddRoute(netip.PrefixFrom(s.proxyModeIP4, 32), s.extlb.IP4()))
+	// lb's upstream is extlb, as a node has a default route: traffic the
+	// node does not translate is routed on (and meets the filter table's
+	// REJECT and DROP rules in FORWARD) instead of failing at routing.
+	must(t, s.lb.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), s.extlb.IP4()))
+	must(t, s.lb.AddRoute(netip.MustParsePrefix("::/0"), s.extlb.IP6()))
+	// Untranslated traffic enters and leaves lb on "wan"; the ICMP
+	// redirect lb would send for it uses up the per-host ICMP rate limit
+	// that the REJECT's port-unreachable needs. Nodes rarely route back
+	// out of the interface a packet came in on; here it is the lab's
+	// shape, so redirects and the rate limit are turned off.
+	for k, v := range map[string]string{
+		"net/ipv4/conf/all/send_redirects": "0", "net/ipv4/conf/wan/send_redirects": "0",
+		"net/ipv4/icmp_ratelimit": "0", "net/ipv6/icmp/ratelimit": "0",
+	} {
+		must(t, s.lb.SetSysctl(k, v))
+	}
+	s.cfg = nat.Config{
+		Node:         lb.Node{Name: nodeName},
+		ClusterCIDRs: []netip.Prefix{podCIDR4, podCIDR6},
+		RandomFully:  true,
+	}
+	return s
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// endpoint i (0-2) is backend be(i+1); only be1 runs on this node.
+func (s *suiteLab) endpoint(i int, fam lb.IPFamily, weight uint32) lb.Endpoint {
+	be := s.be[i]
+	addr := be.IP4()
+	if fam == lb.IPv6 {
+		addr = be.IP6()
+	}
+	node := fmt.Sprintf("node-%d", i+1)
+	if i == 0 {
+		node = nodeName
+	}
+	return lb.Endpoint{Addr: addr, Ready: true, NodeName: node, Weight: weight}
+}
+
+func (s *suiteLab) endpoints(fam lb.IPFamily, idx ...int) []lb.Endpoint {
+	var eps []lb.Endpoint
+	for _, i := range idx {
+		eps = append(eps, s.endpoint(i, fam, 0))
+	}
+	return eps
+}
+
+func nth(p netip.Prefix, n int) netip.Addr {
+	a := p.Addr()
+	for range n {
+		a = a.Next()
+	}
+	return a
+}
+
+// service returns a ClusterIP service "default/<name>" on port 80 (TCP)
+// targeting port 8080, with cluster IP number n of the service range.
+func service(name string, n int, fam lb.IPFamily, eps []lb.Endpoint) nat.ServiceEndpoints {
+	cidr := serviceCIDR4
+	if fam == lb.IPv6 {
+		cidr = serviceCIDR6
+	}
+	return nat.ServiceEndpoints{
+		Service: lb.Service{
+			Namespace: "default", Name: name,
+			ClusterIPs: []netip.Addr{nth(cidr, n)},
+			Ports:      []lb.ServicePort{{Name: "http", Protocol: lb.TCP, Port: 80, TargetPort: lb.PortNumber(port)}},
+		},
+		Endpoints: eps,
+	}
+}
+
+func portName(name string) lb.ServicePortName {
+	return lb.ServicePortName{ServiceName: lb.ServiceName{Namespace: "default", Name: name}, Port: "http", Protocol: lb.TCP}
+}
+
+func clusterIP(se nat.ServiceEndpoints) netip.AddrPort {
+	return netip.AddrPortFrom(se.Service.ClusterIPs[0], 80)
+}
+
+func even(names ...string) map[string]float64 {
+	w := map[string]float64{}
+	for _, n := range names {
+		w[n] = 1
+	}
+	return w
+}
+
+// distribution makes n connections and checks with a chi-square test at
+// p = 0.01 that they spread as weights say, with no failures.
+//
+// A correct balancer fails one such test in a hundred by chance, and the
+// suite runs dozens of them, so a sample that fails is followed by a second,
+// independent one, and the check fails only when both do (a chance failure
+// then has probability 1e-4; a balancer that really skews fails both).
+// Both samples are logged.
+func distribution(t *testing.T, h *nettest.Host, p nettest.Probe, weights map[string]float64) nettest.Counts {
+	t.Helper()
+	var c nettest.Counts
+	for attempt := 1; attempt <= 2; attempt++ {
+		var err error
+		c, err = h.Count(context.Background(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Failures > 0 {
+			t.Fatalf("%d of %d connections to %s failed: %v", c.Failures, p.N, p.To, c.Errors)
+		}
+		res, err := nettest.ChiSquare(c.Backends, weights)
+		if err != nil {
+			t.Fatalf("counts %v: %v", c.Backends, err)
+		}
+		t.Logf("%s over %d connections: %v (chi2 %.2f, df %d, p %.3f)", p.To, p.N, c.Backends, res.Stat, res.DF, res.P)
+		if res.P >= 0.01 {
+			return c
+		}
+		if attempt == 2 {
+			t.Errorf("distribution %v does not fit weights %v: p = %.5f, and a first sample failed too", c.Backends, weights, res.P)
+		}
+	}
+	return c
+}
+
+// sources returns the source addresses backends saw, over all backends.
+func sources(c nettest.Counts) map[netip.Addr]int {
+	out := map[netip.Addr]int{}
+	for _, m := range c.Sources {
+		for a, n := range m {
+			out[a] += n
+		}
+	}
+	return out
+}
+
+func runSuite(t *testing.T, eut engineUnderTest) {
+	ctx := context.Background()
+	s := newSuiteLab(t, eut.tools)
+	e := eut.start(t, s.lb, s.cfg)
+	sync := func(svcs ...nat.ServiceEndpoints) {
+		t.Helper()
+		if err := e.Sync(ctx, svcs); err != nil {
+			t.Fatalf("%s sync: %v", eut.name, err)
+		}
+	}
+
+	// Another program's rules are in place before lbkit starts.
+	e.AddForeign(t)
+	foreignBefore := e.Foreign(t)
+	if foreignBefore == "" {
+		t.Fatal("the foreign rules are not visible: the survival check would be vacuous")
+	}
+	checkForeign := func(when string) {
+		t.Helper()
+		if got := e.Foreign(t); got != foreignBefore {
+			t.Errorf("%s: foreign rules changed\n--- before\n%s\n--- after\n%s", when, foreignBefore, got)
+		}
+	}
+
+	web := service("web", 1, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+
+	t.Run("ClusterIPDistribution", func(t *testing.T) {
+		sync(web)
+		c := distribution(t, s.client1, nettest.Probe{To: clusterIP(web), N: 3000}, even(s.beNames...))
+		// Clients outside the cluster CIDR are masqueraded to a cluster IP.
+		for src := range sources(c) {
+			if podCIDR4.Contains(src) == false || src == s.client1.IP4() {
+				t.Errorf("a backend saw source %s; want the balancer's address on the backend's segment", src)
+			}
+		}
+	})
+
+	t.Run("UDP", func(t *testing.T) {
+		dns := service("dns", 2, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		dns.Service.Ports[0].Protocol = lb.UDP
+		sync(web, dns)
+		distribution(t, s.client1, nettest.Probe{Network: "udp", To: clusterIP(dns), N: 600}, even(s.beNames...))
+	})
+
+	t.Run("Weights", func(t *testing.T) {
+		w := service("weighted", 3, lb.IPv4, []lb.Endpoint{
+			s.endpoint(0, lb.IPv4, 1), s.endpoint(1, lb.IPv4, 2), s.endpoint(2, lb.IPv4, 3)})
+		sync(web, w)
+		distribution(t, s.client1, nettest.Probe{To: clusterIP(w), N: 3000},
+			map[string]float64{"be1": 1, "be2": 2, "be3": 3})
+	})
+
+	t.Run("NodePortFromAnotherHost", func(t *testing.T) {
+		np := service("np", 4, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		np.Service.Type = lb.ServiceTypeNodePort
+		np.Service.Ports[0].NodePort = 30080
+		sync(web, np)
+		c := distribution(t, s.client2, nettest.Probe{To: netip.AddrPortFrom(s.nodeIP4, 30080), N: 600}, even(s.beNames...))
+		for src := range sources(c) {
+			if src == s.client2.IP4() {
+				t.Errorf("node-port traffic under the Cluster policy reached a backend unmasqueraded")
+			}
+		}
+	})
+
+	t.Run("Hairpin", func(t *testing.T) {
+		sync(web)
+		c, err := s.be[0].Count(ctx, nettest.Probe{To: clusterIP(web), N: 300})
+		if err != nil || c.Failures > 0 {
+			t.Fatalf("be1 → its own service: %+v, %v", c, err)
+		}
+		if c.Backends["be1"] == 0 || c.Backends["be2"] == 0 {
+			t.Fatalf("300 connections did not reach both be1 and another backend: %v", c.Backends)
+		}
+		// Reaching itself, be1 must see the balancer (masqueraded), or
+		// its reply would not return through the NAT; reaching others,
+		// its own address (pod-to-pod traffic is not masqueraded).
+		for src := range c.Sources["be1"] {
+			if src == s.be[0].IP4() {
+				t.Errorf("hairpin connection reached be1 from its own address: not masqueraded")
+			}
+		}
+		for src := range c.Sources["be2"] {
+			if src != s.be[0].IP4() {
+				t.Errorf("be1 → service → be2 was seen from %s, want be1's own address", src)
+			}
+		}
+	})
+
+	t.Run("ExternalTrafficPolicyLocal", func(t *testing.T) {
+		loc := service("local", 5, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		loc.Service.Type = lb.ServiceTypeLoadBalancer
+		loc.Service.Ports[0].NodePort = 30081
+		loc.Service.ExternalTrafficPolicy = lb.TrafficPolicyLocal
+		loc.Service.LoadBalancerIngress = []lb.LoadBalancerIngress{{IP: nth(lbIPs4, 5)}}
+		sync(web, loc)
+		for _, to := range []netip.AddrPort{netip.AddrPortFrom(nth(lbIPs4, 5), 80), netip.AddrPortFrom(s.nodeIP4, 30081)} {
+			c, err := s.client1.Count(ctx, nettest.Probe{To: to, N: 100})
+			if err != nil || c.Failures > 0 || c.Backends["be1"] != 100 {
+				t.Fatalf("external traffic to %s under Local: %+v, %v; want all on be1 (the local endpoint)", to, c.Backends, err)
+			}
+			// The client's address is preserved.
+			if got := c.Sources["be1"][s.client1.IP4()]; got != 100 {
+				t.Errorf("to %s: be1 saw %v, want the client's own address every time", to, c.Sources["be1"])
+			}
+		}
+		// Cluster-IP traffic still uses every endpoint.
+		distribution(t, s.client1, nettest.Probe{To: clusterIP(loc), N: 600}, even(s.beNames...))
+
+		// Without a local endpoint, external traffic is dropped (no
+		// answer at all), not rejected.
+		loc.Endpoints = s.endpoints(lb.IPv4, 1, 2)
+		sync(web, loc)
+		start := time.Now()
+		_, err := s.client1.Ask(ctx, nettest.Probe{To: netip.AddrPortFrom(nth(lbIPs4, 5), 80), Timeout: 1500 * time.Millisecond})
+		if err == nil || !isTimeout(err) || time.Since(start) < time.Second {
+			t.Errorf("Local policy without a local endpoint: got %v after %v, want the connection dropped (timeout)", err, time.Since(start))
+		}
+	})
+
+	t.Run("InternalTrafficPolicyLocal", func(t *testing.T) {
+		itp := service("itp", 6, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		itp.Service.InternalTrafficPolicy = lb.TrafficPolicyLocal
+		sync(web, itp)
+		c, err := s.client1.Count(ctx, nettest.Probe{To: clusterIP(itp), N: 100})
+		if err != nil || c.Failures > 0 || c.Backends["be1"] != 100 {
+			t.Fatalf("internalTrafficPolicy Local: %+v, %v; want every connection on be1", c, err)
+		}
+	})
+
+	t.Run("ClientIPAffinity", func(t *testing.T) {
+		aff := service("sticky", 7, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		aff.Service.SessionAffinity = lb.SessionAffinity{Type: lb.AffinityClientIP, TimeoutSeconds: 600}
+		sync(web, aff)
+		seen := map[string]int{}
+		for _, src := range s.extraSources {
+			c, err := s.client1.Count(ctx, nettest.Probe{To: clusterIP(aff), From: src, N: 10})
+			if err != nil || c.Failures > 0 {
+				t.Fatalf("from %s: %+v, %v", src, c, err)
+			}
+			if len(c.Backends) != 1 {
+				t.Errorf("client %s was spread over %v despite ClientIP affinity", src, c.Backends)
+			}
+			for b := range c.Backends {
+				seen[b]++
+			}
+		}
+		if len(seen) != 3 {
+			t.Errorf("30 clients with affinity all landed on %v; want them spread over the three backends", seen)
+		}
+		// The same service without affinity spreads one client.
+		c, err := s.client1.Count(ctx, nettest.Probe{To: clusterIP(web), From: s.extraSources[0], N: 60})
+		if err != nil || len(c.Backends) < 2 {
+			t.Errorf("without affinity one client should be spread: %+v, %v", c.Backends, err)
+		}
+	})
+
+	t.Run("LoadBalancerIPMode", func(t *testing.T) {
+		vip := service("vip", 8, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		vip.Service.Type = lb.ServiceTypeLoadBalancer
+		vip.Service.Ports[0].NodePort = 30082
+		vip.Service.Ports[0].Port = port // extlb answers on 8080 too
+		vip.Service.LoadBalancerIngress = []lb.LoadBalancerIngress{{IP: s.proxyModeIP4, IPMode: lb.IPModeVIP}}
+		sync(web, vip)
+		to := netip.AddrPortFrom(s.proxyModeIP4, port)
+		c, err := s.client1.Count(ctx, nettest.Probe{To: to, N: 60})
+		if err != nil || c.Failures > 0 || c.Backends["extlb"] != 0 || len(c.Backends) < 2 {
+			t.Fatalf("ipMode VIP: %+v, %v; want the node to intercept and balance over the backends", c.Backends, err)
+		}
+		vip.Service.LoadBalancerIngress[0].IPMode = lb.IPModeProxy
+		sync(web, vip)
+		c, err = s.client1.Count(ctx, nettest.Probe{To: to, N: 20})
+		if err != nil || c.Failures > 0 || c.Backends["extlb"] != 20 {
+			t.Fatalf("ipMode Proxy: %+v, %v; want every connection to pass the node untouched to extlb", c.Backends, err)
+		}
+	})
+
+	t.Run("NoEndpointsRejects", func(t *testing.T) {
+		empty := service("empty", 9, lb.IPv4, nil)
+		sync(web, empty)
+		start := time.Now()
+		_, err := s.client1.Ask(ctx, nettest.Probe{To: clusterIP(empty), Timeout: 3 * time.Second})
+		if err == nil || !isRefused(err) {
+			t.Fatalf("service without endpoints: %v, want connection refused (REJECT)", err)
+		}
+		if time.Since(start) > time.Second {
+			t.Errorf("the reject took %v: it looks like a drop", time.Since(start))
+		}
+	})
+
+	t.Run("EndpointRemoved", func(t *testing.T) {
+		sync(web)
+		two := web
+		two.Endpoints = s.endpoints(lb.IPv4, 0, 1)
+		sync(two)
+		c := distribution(t, s.client1, nettest.Probe{To: clusterIP(two), N: 600}, even("be1", "be2"))
+		if c.Backends["be3"] != 0 {
+			t.Errorf("be3 was removed but got %d new connections", c.Backends["be3"])
+		}
+	})
+
+	t.Run("FailedApplyKeepsOldRules", func(t *testing.T) {
+		sync(web)
+		undo := e.BreakNextApply(t, portName("web"))
+		two := web
+		two.Endpoints = s.endpoints(lb.IPv4, 0, 1)
+		err := e.Sync(ctx, []nat.ServiceEndpoints{two})
+		if err == nil {
+			undo()
+			t.Fatal("the sync succeeded although the kernel was set to refuse it")
+		}
+		t.Logf("refused as arranged: %v", err)
+		// Traffic keeps flowing on the previous rules, all three backends.
+		distribution(t, s.client1, nettest.Probe{To: clusterIP(web), N: 600}, even(s.beNames...))
+		undo()
+		sync(two)
+		c := distribution(t, s.client1, nettest.Probe{To: clusterIP(two), N: 300}, even("be1", "be2"))
+		if c.Backends["be3"] != 0 {
+			t.Errorf("after the retry be3 still gets traffic")
+		}
+	})
+
+	t.Run("DriftHealedByPeriodicSync", func(t *testing.T) {
+		sync(web)
+		e.Vandalize(t, portName("web"))
+		c, err := s.client1.Count(ctx, nettest.Probe{To: clusterIP(web), N: 5, Timeout: 500 * time.Millisecond})
+		if err != nil || c.Total() != 0 {
+			t.Fatalf("after the vandalism the service still answers (%v, %v): the test would prove nothing", c.Backends, err)
+		}
+		if err := e.PeriodicSync(ctx, []nat.ServiceEndpoints{web}); err != nil {
+			t.Fatal(err)
+		}
+		distribution(t, s.client1, nettest.Probe{To: clusterIP(web), N: 300}, even(s.beNames...))
+	})
+
+	t.Run("IPv6", func(t *testing.T) {
+		web6 := service("web6", 1, lb.IPv6, s.endpoints(lb.IPv6, 0, 1, 2))
+		sync(web, web6)
+		distribution(t, s.client1, nettest.Probe{To: clusterIP(web6), N: 3000}, even(s.beNames...))
+		// Dual-stack: one service, both families.
+		dual := service("dual", 10, lb.IPv4, append(s.endpoints(lb.IPv4, 0, 1, 2), s.endpoints(lb.IPv6, 0, 1, 2)...))
+		dual.Service.ClusterIPs = append(dual.Service.ClusterIPs, nth(serviceCIDR6, 10))
+		sync(web, dual)
+		distribution(t, s.client2, nettest.Probe{To: netip.AddrPortFrom(nth(serviceCIDR6, 10), 80), N: 300}, even(s.beNames...))
+		distribution(t, s.client2, nettest.Probe{To: netip.AddrPortFrom(nth(serviceCIDR4, 10), 80), N: 300}, even(s.beNames...))
+	})
+
+	checkForeign("after every sync")
+	if err := e.Cleanup(ctx); err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+	checkForeign("after cleanup")
+	if _, err := s.client1.Ask(ctx, nettest.Probe{To: clusterIP(web), Timeout: 500 * time.Millisecond}); err == nil {
+		t.Error("the service still answers after cleanup")
+	}
+}
+
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout() || errors.Is(err, context.DeadlineExceeded)
+}
+
+func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
