@@ -59,10 +59,8 @@ vmtest:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
 
-## demo: real load balancing in namespaces on this kernel (root)
-demo:
-	@echo "make demo will build a lab of network namespaces (client, balancer, three HTTP"; \
-	echo "backends), compile a ClusterIP service with nat, apply it through the iptables"; \
-	echo "engine, send 300 requests and print which backend answered each share."; \
-	echo "It does not exist yet: it arrives with the nat + iptables work (issue 5)." >&2; \
-	exit 1
+## demo: real load balancing in namespaces on this kernel (root);
+##       make demo ENGINE=iptables DEMO_FLAGS='-weights 1,2,3 -keep'
+ENGINE ?= iptables
+demo: deps
+	$(GO) run ./examples/lab -engine $(ENGINE) $(DEMO_FLAGS)

@@ -1,0 +1,227 @@
+// Command lab is lbkit's demo: real load balancing through the real kernel,
+// in network namespaces on this machine.
+//
+// It builds a small network of namespaces — a client, a balancer that routes
+// between the client's segment and one segment per backend, and three HTTP
+// backends — compiles a ClusterIP service with package nat, programs it into
+// the balancer's kernel through the chosen engine, sends HTTP requests from
+// the client to the service's cluster IP, prints which backend answered
+// each share and the rules it installed, and removes everything.
+//
+// It needs root. It never touches the host's own network namespace.
+//
+//	go run ./examples/lab                      # 300 requests, equal weights
+//	go run ./examples/lab -weights 1,2,3       # weighted endpoints
+//	go run ./examples/lab -keep                # leave the lab up until Ctrl-C
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lbkit/lbkit/internal/nettest"
+	"github.com/lbkit/lbkit/iptables"
+	"github.com/lbkit/lbkit/lb"
+	"github.com/lbkit/lbkit/nat"
+)
+
+const backendPort = 8080
+
+var (
+	clusterIP = netip.MustParseAddr("203.0.113.10")
+	podCIDR   = netip.MustParsePrefix("192.0.2.0/24")
+)
+
+func main() {
+	engine := flag.String("engine", "iptables", "NAT engine: iptables")
+	weights := flag.String("weights", "1,1,1", "comma-separated weights of the three backends")
+	requests := flag.Int("requests", 300, "number of HTTP requests the client sends")
+	keep := flag.Bool("keep", false, "leave the lab up for poking at until Ctrl-C, then remove it")
+	flag.Parse()
+	if err := run(*engine, *weights, *requests, *keep); err != nil {
+		fmt.Fprintln(os.Stderr, "lab:", err)
+		os.Exit(1)
+	}
+}
+
+func parseWeights(s string) ([]uint32, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("-weights wants three numbers, got %q", s)
+	}
+	out := make([]uint32, 3)
+	for i, p := range parts {
+		w, err := strconv.ParseUint(strings.TrimSpace(p), 10, 31)
+		if err != nil || w == 0 {
+			return nil, fmt.Errorf("-weights: %q is not a positive integer", p)
+		}
+		out[i] = uint32(w)
+	}
+	return out, nil
+}
+
+func run(engine, weightList string, requests int, keep bool) error {
+	if engine != "iptables" {
+		return fmt.Errorf("-engine %q: only iptables is available in this version", engine)
+	}
+	weights, err := parseWeights(weightList)
+	if err != nil {
+		return err
+	}
+	if requests < 1 {
+		return fmt.Errorf("-requests must be at least 1")
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("the lab builds network namespaces and needs root")
+	}
+	start := time.Now()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	fmt.Println("== building the lab: client ── balancer ── be1, be2, be3 (network namespaces)")
+	lab, err := nettest.Build(nettest.Topology{
+		Segments: []nettest.Segment{
+			{Name: "wan", Prefix4: netip.MustParsePrefix("198.51.100.0/24")},
+			{Name: "p1", Prefix4: netip.MustParsePrefix("192.0.2.0/28")},
+			{Name: "p2", Prefix4: netip.MustParsePrefix("192.0.2.16/28")},
+			{Name: "p3", Prefix4: netip.MustParsePrefix("192.0.2.32/28")},
+		},
+		Hosts: []nettest.HostSpec{
+			{Name: "client", Segments: []string{"wan"}},
+			{Name: "balancer", Segments: []string{"wan", "p1", "p2", "p3"}, Forwarding: true},
+			{Name: "be1", Segments: []string{"p1"}},
+			{Name: "be2", Segments: []string{"p2"}},
+			{Name: "be3", Segments: []string{"p3"}},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Println("== removing the lab")
+		if err := lab.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "lab: cleanup:", err)
+		}
+	}()
+	client, balancer := lab.Host("client"), lab.Host("balancer")
+	backends := []*nettest.Host{lab.Host("be1"), lab.Host("be2"), lab.Host("be3")}
+	var eps []lb.Endpoint
+	for i, be := range backends {
+		gw := balancer.Iface(fmt.Sprintf("p%d", i+1)).Addr4
+		if err := be.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), gw); err != nil {
+			return err
+		}
+		if err := be.StartHTTP(backendPort); err != nil {
+			return err
+		}
+		eps = append(eps, lb.Endpoint{Addr: be.IP4(), Ready: true, Weight: weights[i]})
+		fmt.Printf("   %-8s %-15s HTTP on :%d, weight %d\n", be.Name(), be.IP4(), backendPort, weights[i])
+	}
+	if err := client.AddRoute(netip.PrefixFrom(clusterIP, 32), balancer.Iface("wan").Addr4); err != nil {
+		return err
+	}
+
+	svc := nat.ServiceEndpoints{
+		Service: lb.Service{
+			Namespace: "demo", Name: "web",
+			ClusterIPs: []netip.Addr{clusterIP},
+			Ports:      []lb.ServicePort{{Name: "http", Protocol: lb.TCP, Port: 80, TargetPort: lb.PortNumber(backendPort)}},
+		},
+		Endpoints: eps,
+	}
+	fmt.Printf("== service demo/web: ClusterIP %s:80 → :%d on three endpoints, engine %s\n", clusterIP, backendPort, engine)
+	var syncer *nat.IPTables
+	var stats []nat.IPTablesStats
+	err = balancer.Do(func() error {
+		v4, err := iptables.New(ctx, iptables.IPv4)
+		if err != nil {
+			return err
+		}
+		cfg := nat.Config{Node: lb.Node{Name: "balancer"}, ClusterCIDRs: []netip.Prefix{podCIDR}}
+		if syncer, err = nat.NewIPTables(cfg, v4, nil, nat.IPTablesOptions{}); err != nil {
+			return err
+		}
+		stats, err = syncer.Sync(ctx, []nat.ServiceEndpoints{svc})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("   one iptables-restore: %d chains, %d rules, %d bytes\n", stats[0].ChainsWritten, stats[0].Rules, stats[0].Bytes)
+
+	fmt.Printf("== sending %d HTTP requests from the client to http://%s/\n", requests, clusterIP)
+	httpc := client.HTTPClient()
+	counts := map[string]int{}
+	failures := 0
+	for range requests {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		resp, err := httpc.Get("http://" + clusterIP.String() + "/")
+		if err != nil {
+			failures++
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		counts[resp.Header.Get("X-Backend")]++
+	}
+	total := uint32(0)
+	for _, w := range weights {
+		total += w
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "backend\taddress\tweight\texpected\trequests\tshare\t")
+	for i, be := range backends {
+		n := counts[be.Name()]
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f%%\t%d\t%.1f%%\t\n", be.Name(), be.IP4(), weights[i],
+			100*float64(weights[i])/float64(total), n, 100*float64(n)/float64(requests))
+	}
+	tw.Flush()
+	if failures > 0 {
+		fmt.Printf("   %d requests failed\n", failures)
+	}
+	res, err := nettest.ChiSquare(counts, map[string]float64{"be1": float64(weights[0]), "be2": float64(weights[1]), "be3": float64(weights[2])})
+	if err == nil {
+		fmt.Printf("   chi-square against the weights: %.2f with %d degrees of freedom, p = %.3f\n", res.Stat, res.DF, res.P)
+	}
+
+	fmt.Println("== the rules lbkit installed in the balancer (iptables-save -t nat, lbkit's lines)")
+	out, err := balancer.Run(ctx, "iptables-save", "-t", "nat")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, nat.DefaultPrefix) {
+			fmt.Println("   " + line)
+		}
+	}
+
+	if keep {
+		fmt.Println("== the lab stays up until Ctrl-C; poke at it with, for example:")
+		fmt.Printf("   ip netns exec %s curl -s http://%s/\n", client.Namespace(), clusterIP)
+		fmt.Printf("   ip netns exec %s iptables-save -t nat\n", balancer.Namespace())
+		fmt.Printf("   ip netns exec %s conntrack -L   # if conntrack is installed\n", balancer.Namespace())
+		<-ctx.Done()
+	}
+	err = balancer.Do(func() error { return syncer.Cleanup(context.Background()) })
+	if err != nil {
+		return fmt.Errorf("removing the rules: %w", err)
+	}
+	fmt.Printf("== done in %.1fs\n", time.Since(start).Seconds())
+	if failures > 0 {
+		return fmt.Errorf("%d of %d requests failed", failures, requests)
+	}
+	return nil
+}
