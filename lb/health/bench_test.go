@@ -23,13 +23,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,13 +57,16 @@ const (
 )
 
 // benchServer is the child process: n listeners on 127.0.0.1 that accept
-// and close, until stdin closes.
+// and close (mode "tcp") or serve "200 ok" over HTTP/1.1 with keep-alive
+// (mode "http"), until stdin closes.
 func benchServer() {
+	mode := os.Getenv(benchServerEnv)
 	n, err := strconv.Atoi(os.Getenv(benchListenersEnv))
-	if err != nil || n < 1 {
-		fmt.Fprintln(os.Stderr, "bad", benchListenersEnv)
+	if err != nil || n < 1 || mode != "tcp" && mode != "http" {
+		fmt.Fprintln(os.Stderr, "bad", benchServerEnv, "or", benchListenersEnv)
 		os.Exit(2)
 	}
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	var ports []string
 	for i := 0; i < n; i++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -69,6 +75,10 @@ func benchServer() {
 			os.Exit(1)
 		}
 		ports = append(ports, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		if mode == "http" {
+			go func() { _ = (&http.Server{Handler: ok, ErrorLog: log.New(io.Discard, "", 0)}).Serve(ln) }()
+			continue
+		}
 		go func() {
 			for {
 				c, err := ln.Accept()
@@ -85,14 +95,14 @@ func benchServer() {
 }
 
 // startBenchServer starts the child and returns its listeners.
-func startBenchServer(b *testing.B, n int) (addrs []netip.AddrPort, pid int) {
+func startBenchServer(b *testing.B, mode string, n int) (addrs []netip.AddrPort, pid int) {
 	b.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), benchServerEnv+"=1", benchListenersEnv+"="+strconv.Itoa(n))
+	cmd.Env = append(os.Environ(), benchServerEnv+"="+mode, benchListenersEnv+"="+strconv.Itoa(n))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -169,12 +179,20 @@ type benchHist struct {
 	buckets []atomic.Int64 // checks started per 10 ms
 }
 
-func newBenchProbe(addrs []netip.AddrPort, n int) *benchProbe {
+// newBenchProbe builds n probers of check(i) for target i.
+func newBenchProbe(n int, check func(i int) Check) *benchProbe {
 	bp := &benchProbe{}
+	sh := &shared{}
 	for i := 0; i < n; i++ {
-		bp.probers = append(bp.probers, TCP{Addr: addrs[i%len(addrs)]}.newProber(nil))
+		bp.probers = append(bp.probers, check(i).newProber(sh))
 	}
 	return bp
+}
+
+func (bp *benchProbe) close() {
+	for _, p := range bp.probers {
+		p.close()
+	}
 }
 
 func (bp *benchProbe) probe(ctx context.Context, i int) error {
@@ -202,13 +220,14 @@ func (bp *benchProbe) probe(ctx context.Context, i int) error {
 }
 
 // implementation runs all targets until ctx is done, then returns after
-// every goroutine it started has ended; up reports how many are up.
+// every goroutine it started has ended. It sends a function returning the
+// targets' statuses on started once its targets are registered.
 type implementation struct {
 	name string
-	run  func(ctx context.Context, bp *benchProbe, n int, started chan<- func() (up int))
+	run  func(ctx context.Context, bp *benchProbe, n int, started chan<- func() []Status)
 }
 
-var lbkitImpl = implementation{"lbkit", func(ctx context.Context, bp *benchProbe, n int, started chan<- func() int) {
+var lbkitImpl = implementation{"lbkit", func(ctx context.Context, bp *benchProbe, n int, started chan<- func() []Status) {
 	c := New(Options{})
 	for i := 0; i < n; i++ {
 		if err := c.Add(Target{ID: strconv.Itoa(i), Interval: benchInterval, Timeout: benchTimeout,
@@ -216,14 +235,7 @@ var lbkitImpl = implementation{"lbkit", func(ctx context.Context, bp *benchProbe
 			panic(err)
 		}
 	}
-	started <- func() (up int) {
-		for _, st := range c.Snapshot() {
-			if st.State == StateUp {
-				up++
-			}
-		}
-		return up
-	}
+	started <- c.Snapshot
 	_ = c.Run(ctx)
 }}
 
@@ -231,7 +243,7 @@ var lbkitImpl = implementation{"lbkit", func(ctx context.Context, bp *benchProbe
 // per target. It is given the same fairness as the Checker: a random first
 // delay within the interval so that it does not fire in lockstep, the same
 // probe, and the same rise/fall state machine under one mutex.
-var naiveImpl = implementation{"naive", func(ctx context.Context, bp *benchProbe, n int, started chan<- func() int) {
+var naiveImpl = implementation{"naive", func(ctx context.Context, bp *benchProbe, n int, started chan<- func() []Status) {
 	var mu sync.Mutex
 	entries := make([]*entry, n)
 	for i := range entries {
@@ -270,15 +282,14 @@ var naiveImpl = implementation{"naive", func(ctx context.Context, bp *benchProbe
 			}
 		}()
 	}
-	started <- func() (up int) {
+	started <- func() []Status {
 		mu.Lock()
 		defer mu.Unlock()
-		for _, e := range entries {
-			if e.st.State == StateUp {
-				up++
-			}
+		out := make([]Status, len(entries))
+		for i, e := range entries {
+			out[i] = e.st
 		}
-		return up
+		return out
 	}
 	wg.Wait()
 }}
@@ -293,23 +304,25 @@ type benchResult struct {
 	peak10ms              int64
 	mean10ms              float64
 	up                    int
+	p50, p99              time.Duration // latency of the targets' last checks
 }
 
-func measure(b *testing.B, impl implementation, addrs []netip.AddrPort, serverPid, n int) benchResult {
+func measure(b *testing.B, name string, impl implementation, check func(i int) Check, serverPid, n int) benchResult {
 	b.Helper()
 	runtime.GC()
 	debug.FreeOSMemory()
 	var r benchResult
 	r.rss0 = float64(rssBytes()) / (1 << 20)
-	bp := newBenchProbe(addrs, n)
+	bp := newBenchProbe(n, check)
+	defer bp.close()
 	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan func() int, 1)
+	started := make(chan func() []Status, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		impl.run(ctx, bp, n, started)
 	}()
-	upCount := <-started
+	statuses := <-started
 	time.Sleep(*benchWarmup)
 
 	hist := &benchHist{start: time.Now(), buckets: make([]atomic.Int64, int(*benchWindow/(10*time.Millisecond)))}
@@ -328,7 +341,15 @@ func measure(b *testing.B, impl implementation, addrs []netip.AddrPort, serverPi
 	r.stackMB = float64(ms.StackInuse) / (1 << 20)
 	r.rssMB = float64(rssBytes()) / (1 << 20)
 	r.goroutines = runtime.NumGoroutine()
-	r.up = upCount()
+	var lat []time.Duration
+	for _, st := range statuses() {
+		if st.State == StateUp {
+			r.up++
+		}
+		lat = append(lat, st.LastLatency)
+	}
+	slices.Sort(lat)
+	r.p50, r.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
 	cancel()
 	<-done
 
@@ -344,26 +365,38 @@ func measure(b *testing.B, impl implementation, addrs []netip.AddrPort, serverPi
 	}
 	r.mean10ms = float64(sum) / float64(len(hist.buckets))
 	if len(bp.errs) > 0 {
-		b.Logf("%s: failures since start: %v", impl.name, bp.errs)
+		b.Logf("%s: failures since start: %v", name, bp.errs)
 	}
-	b.Logf("%-5s cpu %.3f cores (server %.3f)  checks %.0f/s failed %d  heap %.1f MB stack %.1f MB rss %.1f MB (before %.1f)  goroutines %d  checks per 10ms mean %.1f peak %d  up %d/%d",
-		impl.name, r.cpu, r.serverCPU, r.checksPerSec, r.failed, r.heapMB, r.stackMB, r.rssMB, r.rss0, r.goroutines, r.mean10ms, r.peak10ms, r.up, n)
+	b.Logf("%-9s cpu %.3f cores (server %.3f)  checks %.0f/s failed %d  heap %.1f MB stack %.1f MB rss %.1f MB (before %.1f)  goroutines %d  checks per 10ms mean %.1f peak %d  up %d/%d  latency p50 %v p99 %v",
+		name, r.cpu, r.serverCPU, r.checksPerSec, r.failed, r.heapMB, r.stackMB, r.rssMB, r.rss0, r.goroutines, r.mean10ms, r.peak10ms, r.up, n, r.p50, r.p99)
 	return r
 }
 
-func BenchmarkTenThousandTargets(b *testing.B) {
+// benchRuns alternates which side of a comparison runs first, so that
+// neither always inherits the other's heap.
+var benchRuns atomic.Int64
+
+// compare measures two variants on the same server, in alternating order,
+// and reports their figures and ratios.
+func compare(b *testing.B, mode string, a, z variant) {
 	n := *benchTargets
-	addrs, pid := startBenchServer(b, *benchListeners)
-	var ours, naive benchResult
+	addrs, pid := startBenchServer(b, mode, *benchListeners)
+	var ra, rz benchResult
 	for i := 0; i < b.N; i++ {
-		ours = measure(b, lbkitImpl, addrs, pid, n)
-		naive = measure(b, naiveImpl, addrs, pid, n)
+		if benchRuns.Add(1)%2 == 1 {
+			ra = measure(b, a.name, a.impl, a.check(addrs), pid, n)
+			rz = measure(b, z.name, z.impl, z.check(addrs), pid, n)
+		} else {
+			rz = measure(b, z.name, z.impl, z.check(addrs), pid, n)
+			ra = measure(b, a.name, a.impl, a.check(addrs), pid, n)
+		}
 	}
 	for _, m := range []struct {
 		name string
 		r    benchResult
-	}{{"lbkit", ours}, {"naive", naive}} {
+	}{{a.name, ra}, {z.name, rz}} {
 		b.ReportMetric(m.r.cpu, m.name+"-cpu-cores")
+		b.ReportMetric(m.r.serverCPU, m.name+"-server-cpu-cores")
 		b.ReportMetric(m.r.heapMB, m.name+"-heap-MB")
 		b.ReportMetric(m.r.stackMB, m.name+"-stack-MB")
 		b.ReportMetric(m.r.rssMB, m.name+"-rss-MB")
@@ -374,6 +407,42 @@ func BenchmarkTenThousandTargets(b *testing.B) {
 			b.Errorf("%s: %d of %d targets up, %d failed checks in the window", m.name, m.r.up, n, m.r.failed)
 		}
 	}
-	b.ReportMetric(naive.cpu/ours.cpu, "naive/lbkit-cpu")
-	b.ReportMetric((naive.heapMB+naive.stackMB)/(ours.heapMB+ours.stackMB), "naive/lbkit-heap+stack")
+	b.ReportMetric(rz.cpu/ra.cpu, z.name+"/"+a.name+"-cpu")
+	b.ReportMetric((rz.heapMB+rz.stackMB)/(ra.heapMB+ra.stackMB), z.name+"/"+a.name+"-heap+stack")
+}
+
+// variant is one side of a comparison.
+type variant struct {
+	name  string
+	impl  implementation
+	check func(addrs []netip.AddrPort) func(i int) Check
+}
+
+func tcpTargets(addrs []netip.AddrPort) func(int) Check {
+	return func(i int) Check { return TCP{Addr: addrs[i%len(addrs)]} }
+}
+
+// BenchmarkTenThousandTargets: 10k TCP targets checked every second, this
+// package's Checker against a goroutine and a ticker per target.
+func BenchmarkTenThousandTargets(b *testing.B) {
+	compare(b, "tcp",
+		variant{"lbkit", lbkitImpl, tcpTargets},
+		variant{"naive", naiveImpl, tcpTargets})
+}
+
+// BenchmarkTenThousandHTTP: 10k HTTP targets checked every second by the
+// Checker, with the default persistent connection per target against a
+// new connection per check (DisableKeepAlive). It measures the reason for
+// the default.
+func BenchmarkTenThousandHTTP(b *testing.B) {
+	httpTargets := func(keepAlive bool) func([]netip.AddrPort) func(int) Check {
+		return func(addrs []netip.AddrPort) func(int) Check {
+			return func(i int) Check {
+				return HTTP{Addr: addrs[i%len(addrs)], Path: "/healthz", DisableKeepAlive: !keepAlive}
+			}
+		}
+	}
+	compare(b, "http",
+		variant{"keepalive", lbkitImpl, httpTargets(true)},
+		variant{"newconn", lbkitImpl, httpTargets(false)})
 }

@@ -32,14 +32,35 @@
 //
 // A Checker does not start a goroutine or a timer per target. One scheduler
 // goroutine keeps the targets in a heap ordered by due time and hands due
-// checks to a pool of workers that grows on demand up to
-// Options.MaxConcurrent; a target between checks costs a heap slot and its
+// checks to a pool of worker goroutines. The pool starts empty and adds a
+// worker only when a due check has found none free for a millisecond, up to
+// Options.MaxConcurrent, and workers idle for five seconds exit: checks that
+// complete quickly run on a handful of workers, checks that hang until their
+// timeout get one each. A target between checks costs a heap slot and its
 // settings. The first check of each target runs at a uniformly random moment
 // within its first Interval, and Target.Jitter randomizes later intervals,
 // so that 10k targets added at once are spread over the interval instead of
-// firing together. A target never has two checks in flight.
+// firing together. A target never has two checks in flight. Scheduling reads
+// an injectable Clock, so tests can step through schedules without sleeping.
+//
+// # Connections
+//
+// TCP checks abort their connection with a RST once the handshake is done,
+// so the checker keeps no TIME_WAIT socket per check (TCP.Graceful closes
+// with a FIN instead). HTTP and HTTPS targets reuse one persistent
+// connection between passing checks, because a connection per check at 10k
+// checks a second costs as many handshakes (TLS handshakes for HTTPS) and
+// TIME_WAIT sockets; the connection is held without a goroutine, dropped
+// after any failure so that a recovery is proven on a new connection, and
+// closed when the target is removed or the checker stops (HTTP.DisableKeepAlive
+// opens one per check instead). UDP checks use a new connected socket per
+// check, so that a late reply to an earlier check is never taken for this
+// one and ICMP errors reach the check.
+//
+// # Lifecycle
 //
 // Run(ctx) runs the checks until ctx is done, then cancels running checks,
 // waits for every goroutine it started and closes every connection; Add,
-// Update, Remove and Sync change the targets at any time.
+// Update, Remove and Sync change the targets at any time, before or during
+// Run.
 package health

@@ -121,13 +121,13 @@ func FuzzReadResponse(f *testing.F) {
 		if head {
 			req.Method = http.MethodHead
 		}
-		reusable, err := readResponse(bufio.NewReader(bytes.NewReader(data)), req, DefaultStatusSet, true)
+		reusable, err := readResponse(bufio.NewReader(bytes.NewReader(data)), req, defaultStatusSet, true)
 		if err != nil {
 			if reusable {
 				t.Fatal("a failed read left the connection reusable")
 			}
 			var se *StatusError
-			if errors.As(err, &se) && DefaultStatusSet.Contains(se.Code) {
+			if errors.As(err, &se) && defaultStatusSet.Contains(se.Code) {
 				t.Fatalf("StatusError for accepted code %d", se.Code)
 			}
 			return
@@ -135,7 +135,7 @@ func FuzzReadResponse(f *testing.F) {
 		line, _, _ := strings.Cut(string(data), "\n")
 		proto, rest, _ := strings.Cut(line, " ")
 		code, _ := strconv.Atoi(strings.TrimSpace(rest)[:min(3, len(strings.TrimSpace(rest)))])
-		if !strings.HasPrefix(proto, "HTTP/") || !DefaultStatusSet.Contains(code) {
+		if !strings.HasPrefix(proto, "HTTP/") || !defaultStatusSet.Contains(code) {
 			t.Fatalf("passed a response with status line %q", line)
 		}
 	})

@@ -64,8 +64,7 @@ type HTTP struct {
 	// Header holds extra request headers. User-Agent defaults to
 	// "lbkit-health/1".
 	Header http.Header
-	// Expect is the set of accepted status codes (default
-	// DefaultStatusSet, 200-399).
+	// Expect is the set of accepted status codes (default 200-399).
 	Expect StatusSet
 	// InsecureSkipVerify accepts any server certificate (TLS only).
 	InsecureSkipVerify bool
@@ -173,7 +172,7 @@ func (c HTTP) newProber(sh *shared) prober {
 		keepAlive: !c.DisableKeepAlive,
 	}
 	if p.expect == nil {
-		p.expect = DefaultStatusSet
+		p.expect = defaultStatusSet
 	}
 	p.raw = appendRequest(nil, method, path, host, c.Header, c.DisableKeepAlive)
 	if c.TLS {

@@ -15,12 +15,13 @@ type StatusRange struct {
 }
 
 // StatusSet is a set of HTTP status codes that an HTTP check accepts, as
-// inclusive ranges. The nil set means the default, DefaultStatusSet.
+// inclusive ranges. The nil set means the default, 200-399: the success and
+// redirection classes, as Kubernetes' HTTP probes and HAProxy's http-check
+// accept.
 type StatusSet []StatusRange
 
-// DefaultStatusSet accepts 200 to 399, the success and redirection classes,
-// as Kubernetes' HTTP probes and HAProxy's http-check do.
-var DefaultStatusSet = StatusSet{{200, 399}}
+// defaultStatusSet is what the nil StatusSet stands for. Never modified.
+var defaultStatusSet = StatusSet{{200, 399}}
 
 // ErrStatusSet is wrapped by ParseStatusSet's errors.
 var ErrStatusSet = errors.New("health: invalid status set")
@@ -111,10 +112,10 @@ func (s StatusSet) normalize() StatusSet {
 	return out[:n+1]
 }
 
-// Contains reports whether code is in s. The nil set is DefaultStatusSet.
+// Contains reports whether code is in s. The nil set is 200-399.
 func (s StatusSet) Contains(code int) bool {
 	if s == nil {
-		s = DefaultStatusSet
+		s = defaultStatusSet
 	}
 	for _, r := range s {
 		if code >= r.Lo && code <= r.Hi {
@@ -128,7 +129,7 @@ func (s StatusSet) Contains(code int) bool {
 // formats as the default set it stands for.
 func (s StatusSet) String() string {
 	if s == nil {
-		s = DefaultStatusSet
+		s = defaultStatusSet
 	}
 	var b strings.Builder
 	for i, r := range s {
