@@ -620,6 +620,7 @@ func TestKernelCommentInjection(t *testing.T) {
 		"ünïcødé ✓",
 		`""`,
 		"# not a comment line",
+		"-j", "-m", "--goto", "-A",
 		strings.Repeat("x", MaxCommentLen),
 	}
 	refused := []string{"a\n-A INPUT -j DROP", "a\rb", "tab\there", "nul\x00", strings.Repeat("y", MaxCommentLen+1), "\xff"}

@@ -483,6 +483,9 @@ func validateRecentName(s string) error {
 			return invalid("", "byte %q at offset %d is not a letter, digit, '-', '_' or '.'", s[i], i)
 		}
 	}
+	if s[0] == '-' {
+		return invalid("", "%q starts with '-'", s)
+	}
 	if s == "." || s == ".." {
 		return invalid("", "%q is not a valid proc file name", s)
 	}

@@ -348,6 +348,23 @@ func isKeyword(t token) bool {
 	return !t.quoted && (t.s == "-m" || t.s == "--match" || t.s == "-j" || t.s == "--jump" || t.s == "-g" || t.s == "--goto")
 }
 
+// takesValue reports whether t is an option of the typed match modules
+// that takes an argument. Like getopt in iptables-restore, the parser then
+// reads the next argument as its value even when it looks like an option:
+// iptables-save prints the comment "-j" bare, as `--comment -j`.
+func takesValue(t token) bool {
+	if t.quoted {
+		return false
+	}
+	switch t.s {
+	case "--comment", "--sport", "--dport", "--source-port", "--destination-port",
+		"--mode", "--probability", "--mark", "--src-type", "--dst-type",
+		"--seconds", "--hitcount", "--name", "--mask", "--ctstate":
+		return true
+	}
+	return false
+}
+
 func (p *parser) parseSpec(line string, toks []token, isChain func(string) bool) (Rule, error) {
 	var r Rule
 	i := 0
@@ -464,6 +481,9 @@ basic:
 		}
 		j := first
 		for j < len(toks) && !isKeyword(toks[j]) {
+			if takesValue(toks[j]) && j+1 < len(toks) {
+				j++ // the value, whatever it looks like
+			}
 			j++
 		}
 		opts := toks[first:j]

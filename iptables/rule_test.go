@@ -40,6 +40,8 @@ func renderCases() []renderCase {
 			"-m comment --comment svc_a-1 -j ACCEPT"},
 		{"comment-quoted", IPv4, TableFilter, Rule{Matches: []Match{Comment(`ns/svc:http "x" \y 'z'`)}, Target: Accept},
 			`-m comment --comment "ns/svc:http \"x\" \\y \'z\'" -j ACCEPT`},
+		{"comment-option", IPv4, TableFilter, Rule{Matches: []Match{Comment("-j"), Comment("--comment")}, Target: Accept},
+			"-m comment --comment -j -m comment --comment --comment -j ACCEPT"},
 		{"comment-empty", IPv4, TableFilter, Rule{Matches: []Match{Comment("")}, Target: Accept}, `-m comment --comment "" -j ACCEPT`},
 		{"comment-utf8", IPv4, TableFilter, Rule{Matches: []Match{Comment("ünï")}, Target: Accept}, `-m comment --comment "ünï" -j ACCEPT`},
 		{"dport", IPv4, TableFilter, Rule{Proto: tcp, Matches: []Match{Ports{Dst: Port(80)}}, Target: Accept},
