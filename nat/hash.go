@@ -62,6 +62,9 @@ func (ph *portHasher) targets(ts []lb.Target) {
 func (ph *portHasher) port(p *Port) uint64 {
 	ph.h.Reset()
 	ph.str(p.Key)
+	ph.str(p.Name.Namespace)
+	ph.str(p.Name.Name)
+	ph.str(p.Name.Port)
 	ph.str(string(p.Family))
 	ph.str(string(p.Name.Protocol))
 	ph.u64(uint64(p.Port)<<16 | uint64(p.NodePort))

@@ -1,0 +1,460 @@
+package nat
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lbkit/lbkit/iptables"
+	"github.com/lbkit/lbkit/lb"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func ep(addr, node string, weight uint32) lb.Endpoint {
+	return lb.Endpoint{Addr: ip(addr), Ready: true, NodeName: node, Weight: weight}
+}
+
+// goldenServices covers every feature the renderer has, in both families.
+func goldenServices() []ServiceEndpoints {
+	web := clusterIPService("default", "web", "198.51.100.10", 80, "192.0.2.10", "192.0.2.11", "192.0.2.12")
+	weighted := ServiceEndpoints{Service: lb.Service{
+		Namespace: "default", Name: "weighted", ClusterIPs: []netip.Addr{ip("198.51.100.11")},
+		Ports: []lb.ServicePort{{Name: "http", Protocol: lb.TCP, Port: 80, TargetPort: lb.PortName("web")}},
+	}, Endpoints: []lb.Endpoint{
+		{Addr: ip("192.0.2.20"), Ready: true, Weight: 1, Ports: []lb.EndpointPort{{Name: "web", Protocol: lb.TCP, Port: 8081}}},
+		{Addr: ip("192.0.2.21"), Ready: true, Weight: 2, Ports: []lb.EndpointPort{{Name: "web", Protocol: lb.TCP, Port: 8082}}},
+		{Addr: ip("192.0.2.22"), Ready: true, Weight: 3}, // no port named "web": left out
+	}}
+	lbSvc := ServiceEndpoints{Service: lb.Service{
+		Namespace: "shop", Name: "front", Type: lb.ServiceTypeLoadBalancer,
+		ClusterIPs:  []netip.Addr{ip("198.51.100.12"), ip("2001:db8:100::12")},
+		ExternalIPs: []netip.Addr{ip("203.0.113.50")},
+		LoadBalancerIngress: []lb.LoadBalancerIngress{
+			{IP: ip("203.0.113.10")}, {IP: ip("203.0.113.11"), IPMode: lb.IPModeProxy}, {IP: ip("2001:db8:200::10")},
+		},
+		LoadBalancerSourceRanges: []netip.Prefix{pfx("198.51.100.0/24"), pfx("2001:db8:300::/48")},
+		Ports: []lb.ServicePort{
+			{Name: "https", Protocol: lb.TCP, Port: 443, TargetPort: lb.PortNumber(8443), NodePort: 30443},
+			{Name: "quic", Protocol: lb.UDP, Port: 443, TargetPort: lb.PortNumber(8443), NodePort: 30443},
+		},
+		ExternalTrafficPolicy: lb.TrafficPolicyLocal,
+		SessionAffinity:       lb.SessionAffinity{Type: lb.AffinityClientIP, TimeoutSeconds: 300},
+	}, Endpoints: []lb.Endpoint{
+		ep("192.0.2.30", "node-a", 0), ep("192.0.2.31", "node-b", 0),
+		ep("2001:db8::30", "node-a", 0), ep("2001:db8::31", "node-b", 0),
+	}}
+	internal := ServiceEndpoints{Service: lb.Service{
+		Namespace: "kube-system", Name: "dns", ClusterIPs: []netip.Addr{ip("198.51.100.13")},
+		Ports:                 []lb.ServicePort{{Name: "dns", Protocol: lb.UDP, Port: 53}},
+		InternalTrafficPolicy: lb.TrafficPolicyLocal,
+	}, Endpoints: []lb.Endpoint{ep("192.0.2.40", "node-b", 0)}}
+	empty := clusterIPService("default", "empty", "198.51.100.14", 80)
+	empty.Service.Type = lb.ServiceTypeNodePort
+	empty.Service.Ports[0].NodePort = 30080
+	sctp := clusterIPService("default", "sctp", "198.51.100.15", 9999, "192.0.2.50")
+	sctp.Service.Ports[0].Protocol = lb.SCTP
+	return []ServiceEndpoints{web, weighted, lbSvc, internal, empty, sctp}
+}
+
+func goldenConfig() Config {
+	return Config{
+		Node:         lb.Node{Name: "node-a"},
+		ClusterCIDRs: []netip.Prefix{pfx("192.0.2.0/24"), pfx("2001:db8::/64")},
+		RandomFully:  true,
+	}
+}
+
+func checkGolden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the rendering (go test -update rewrites it after review):\n%s", path, lineDiff(string(want), string(got)))
+	}
+}
+
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	var b strings.Builder
+	for i := 0; i < len(w) || i < len(g); i++ {
+		var wl, gl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		if wl != gl {
+			fmt.Fprintf(&b, "line %d:\n  want %q\n  got  %q\n", i+1, wl, gl)
+		}
+	}
+	return b.String()
+}
+
+func newFakeSyncer(t *testing.T, cfg Config, opts IPTablesOptions) (*IPTables, *iptables.Fake, *iptables.Fake) {
+	t.Helper()
+	v4, v6 := iptables.NewFake(iptables.IPv4), iptables.NewFake(iptables.IPv6)
+	s, err := NewIPTables(cfg, v4, v6, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, v4, v6
+}
+
+// TestIPTablesGolden syncs every feature into the Fake and compares what
+// iptables-save would print with the reviewed golden files.
+func TestIPTablesGolden(t *testing.T) {
+	s, v4, v6 := newFakeSyncer(t, goldenConfig(), IPTablesOptions{})
+	if _, err := s.Sync(context.Background(), goldenServices()); err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "iptables-v4.golden", v4.Dump())
+	checkGolden(t, "iptables-v6.golden", v6.Dump())
+
+	// Render (the dry run) writes exactly the chains the sync put there.
+	text, err := s.Render(goldenServices())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := iptables.NewFake(iptables.IPv4)
+	if err := fresh.RestoreText(context.Background(), text[lb.IPv4]); err != nil {
+		t.Fatalf("the rendered text does not restore: %v", err)
+	}
+	for _, table := range []iptables.Table{iptables.TableNAT, iptables.TableFilter} {
+		got, _ := fresh.SaveText(context.Background(), table)
+		want, _ := v4.SaveText(context.Background(), table)
+		if ownLines(got) != ownLines(want) {
+			t.Errorf("Render and Sync differ in %s:\n%s", table, lineDiff(ownLines(want), ownLines(got)))
+		}
+	}
+}
+
+// ownLines keeps the lines of a save text that declare or fill lbkit's
+// chains (the hooks in built-in chains are added by Sync, not Render).
+func ownLines(save []byte) string {
+	var out []string
+	for _, l := range strings.Split(string(save), "\n") {
+		if strings.HasPrefix(l, ":LBK-") || strings.HasPrefix(l, "-A LBK-") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestPartialSyncEqualsFullSync drives a syncer through random changes to
+// a set of services. After every partial sync, the Fake must hold exactly
+// what a fresh full sync of the same services produces, while the restore
+// wrote only the chains of the ports that changed.
+func TestPartialSyncEqualsFullSync(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 2))
+	cfg := goldenConfig()
+	s, v4, _ := newFakeSyncer(t, cfg, IPTablesOptions{})
+	services := goldenServices()
+	for i := range 20 {
+		services = append(services, clusterIPService("bulk", fmt.Sprintf("svc-%d", i), fmt.Sprintf("198.51.100.%d", 100+i), 80,
+			fmt.Sprintf("192.0.2.%d", 100+i), fmt.Sprintf("192.0.2.%d", 150+i)))
+	}
+	if st, err := s.Sync(ctx, services); err != nil || !st[0].Full {
+		t.Fatalf("first sync: %+v, %v", st, err)
+	}
+	for step := range 60 {
+		i := 6 + rng.IntN(20)
+		svc := &services[i]
+		var what string
+		switch rng.IntN(4) {
+		case 0:
+			what = "add an endpoint"
+			svc.Endpoints = append(svc.Endpoints, lb.Endpoint{Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(200 + step%50)}), Ready: true})
+		case 1:
+			what = "remove an endpoint"
+			if len(svc.Endpoints) > 0 {
+				svc.Endpoints = svc.Endpoints[1:]
+			}
+		case 2:
+			what = "change a weight"
+			if len(svc.Endpoints) > 0 {
+				svc.Endpoints[0].Weight = uint32(1 + rng.IntN(5))
+			}
+		case 3:
+			what = "toggle readiness"
+			if len(svc.Endpoints) > 0 {
+				svc.Endpoints[0].Ready = !svc.Endpoints[0].Ready
+			}
+		}
+		before := v4.Restores()
+		st, err := s.Sync(ctx, services)
+		if err != nil {
+			t.Fatalf("step %d (%s): %v", step, what, err)
+		}
+		if st[0].Full || st[0].Changed > 1 {
+			t.Fatalf("step %d (%s): %+v, want a partial sync of at most one port", step, what, st[0])
+		}
+		if st[0].Changed == 0 && v4.Restores() != before {
+			t.Errorf("step %d (%s): nothing changed, yet a restore ran", step, what)
+		}
+		ref, refV4, _ := newFakeSyncer(t, cfg, IPTablesOptions{})
+		if _, err := ref.Sync(ctx, services); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := v4.Dump(), refV4.Dump(); !bytes.Equal(got, want) {
+			t.Fatalf("step %d (%s): partial sync diverged from a full sync:\n%s", step, what, lineDiff(string(want), string(got)))
+		}
+	}
+}
+
+func TestPartialSyncWritesOnlyTheChangedPort(t *testing.T) {
+	ctx := context.Background()
+	s, v4, _ := newFakeSyncer(t, goldenConfig(), IPTablesOptions{})
+	services := goldenServices()
+	if _, err := s.Sync(ctx, services); err != nil {
+		t.Fatal(err)
+	}
+	// Replace one endpoint of default/web.
+	services[0].Endpoints[2].Addr = ip("192.0.2.13")
+	st, err := s.Sync(ctx, services)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// SVC chain rewritten, new SEP chain written, old SEP chain deleted;
+	// no shared chain changes (the frontends did not change).
+	if st[0].Full || st[0].Changed != 1 || st[0].ChainsWritten != 4 || st[0].ChainsDeleted != 1 {
+		t.Fatalf("stats %+v, want 1 port changed, 4 chains written (SVC + 3 SEP), 1 deleted", st[0])
+	}
+	text := string(v4.LastRestore())
+	if strings.Contains(text, "LBK-SERVICES") || strings.Contains(text, "*filter") || strings.Contains(text, "shop/front") {
+		t.Errorf("the partial restore touched shared chains or other services:\n%s", text)
+	}
+	if !strings.Contains(text, "-X LBK-SEP-") || !strings.Contains(text, "192.0.2.13:80") {
+		t.Errorf("the partial restore does not swap the endpoint chains:\n%s", text)
+	}
+	// Nothing changed: no restore at all.
+	n := v4.Restores()
+	if _, err := s.Sync(ctx, services); err != nil || v4.Restores() != n {
+		t.Errorf("an unchanged sync ran a restore (%d → %d): %v", n, v4.Restores(), err)
+	}
+}
+
+func TestFullSyncEveryIntervalAndAfterFailure(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1e9, 0)
+	s, v4, _ := newFakeSyncer(t, goldenConfig(), IPTablesOptions{FullSyncInterval: time.Minute, Now: func() time.Time { return now }})
+	services := goldenServices()
+	full := func() bool {
+		t.Helper()
+		st, err := s.Sync(ctx, services)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st[0].Full
+	}
+	if !full() {
+		t.Fatal("the first sync must be full")
+	}
+	now = now.Add(30 * time.Second)
+	if full() {
+		t.Fatal("a sync within the interval must be partial")
+	}
+	now = now.Add(31 * time.Second)
+	if !full() {
+		t.Fatal("a sync after the interval must be full")
+	}
+	// A stale chain left behind (by a crashed earlier run, say) is
+	// deleted by the next full sync and only then.
+	if err := v4.RestoreText(ctx, []byte("*nat\n:LBK-SEP-STALESTALESTALE - [0:0]\nCOMMIT\n")); err != nil {
+		t.Fatal(err)
+	}
+	v4.BeforeRestore = func([]byte) error { return errors.New("refused on purpose") }
+	services[0].Endpoints = services[0].Endpoints[:1]
+	if _, err := s.Sync(ctx, services); err == nil {
+		t.Fatal("the refused restore did not fail the sync")
+	}
+	v4.BeforeRestore = nil
+	if !full() {
+		t.Fatal("the sync after a failed one must be full")
+	}
+	if chains, _ := v4.ListChains(ctx, iptables.TableNAT, "LBK-SEP-STALE"); len(chains) != 0 {
+		t.Errorf("the full sync left the stale chain: %v", chains)
+	}
+}
+
+func TestCleanupRemovesOnlyOwnChains(t *testing.T) {
+	ctx := context.Background()
+	s, v4, v6 := newFakeSyncer(t, goldenConfig(), IPTablesOptions{})
+	foreign := "*nat\n:KUBE-SERVICES - [0:0]\n-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m tcp --dport 443 -j RETURN\nCOMMIT\n"
+	if err := v4.RestoreText(ctx, []byte(foreign)); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := v4.SaveText(ctx, iptables.TableNAT)
+	if _, err := s.Sync(ctx, goldenServices()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := v4.SaveText(ctx, iptables.TableNAT); !bytes.Equal(got, before) {
+		t.Errorf("cleanup did not restore the nat table:\n%s", lineDiff(string(before), string(got)))
+	}
+	if got, _ := v4.SaveText(ctx, iptables.TableFilter); strings.Contains(string(got), "-A ") || strings.Contains(string(got), "LBK-") {
+		t.Errorf("the filter table still holds rules after cleanup:\n%s", got)
+	}
+	if got := string(v6.Dump()); strings.Contains(got, "LBK-") {
+		t.Errorf("IPv6 still holds lbkit's chains after cleanup:\n%s", got)
+	}
+}
+
+func TestNamesCannotInjectRules(t *testing.T) {
+	for _, name := range []string{`web" -j ACCEPT`, "web\n-A INPUT -j ACCEPT", "web\x00", "web -j DROP"} {
+		svc := clusterIPService("default", "ok", "198.51.100.10", 80, "192.0.2.10")
+		svc.Service.Name = name
+		s, v4, _ := newFakeSyncer(t, Config{}, IPTablesOptions{})
+		_, err := s.Sync(context.Background(), []ServiceEndpoints{svc})
+		var ve *lb.ValidationError
+		if !errors.As(err, &ve) || ve.Field("metadata.name") == nil {
+			t.Errorf("service name %q: %v, want a validation error on metadata.name", name, err)
+		}
+		if v4.Restores() != 0 {
+			t.Errorf("service name %q: a restore ran", name)
+		}
+	}
+	// Port names are spelled into comments too.
+	svc := clusterIPService("default", "ok", "198.51.100.10", 80, "192.0.2.10")
+	svc.Service.Ports[0].Name = `h"ttp`
+	if _, err := Compile(Config{}, []ServiceEndpoints{svc}); !errors.Is(err, lb.ErrInvalid) {
+		t.Errorf("port name with a quote: %v, want lb.ErrInvalid", err)
+	}
+}
+
+func TestNoEngineForFamily(t *testing.T) {
+	s, err := NewIPTables(Config{}, iptables.NewFake(iptables.IPv4), nil, IPTablesOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := clusterIPService("default", "v6", "2001:db8:100::1", 80, "2001:db8::1")
+	if _, err := s.Sync(context.Background(), []ServiceEndpoints{svc}); !errors.Is(err, ErrNoEngine) {
+		t.Errorf("IPv6 service without an IPv6 engine: %v, want ErrNoEngine", err)
+	}
+	if _, err := NewIPTables(Config{}, nil, nil, IPTablesOptions{}); !errors.Is(err, ErrNoEngine) {
+		t.Errorf("no engines: %v", err)
+	}
+	if _, err := NewIPTables(Config{}, iptables.NewFake(iptables.IPv6), nil, IPTablesOptions{}); err == nil {
+		t.Error("an IPv6 engine accepted for IPv4")
+	}
+}
+
+// TestPortHashCoversEveryField makes sure the change detection of partial
+// syncs reads every field of lb.ResolvedPort: it changes each leaf field in
+// turn and expects the hash to change. A field lb adds later fails here
+// until the hash covers it.
+func TestPortHashCoversEveryField(t *testing.T) {
+	plan, err := Compile(goldenConfig(), goldenServices())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var base *Port
+	for i := range plan.Ports {
+		if plan.Ports[i].Key == "shop/front:https/tcp" && plan.Ports[i].Family == lb.IPv4 {
+			base = &plan.Ports[i]
+		}
+	}
+	ph := newPortHasher()
+	h0 := ph.port(base)
+	var walk func(v reflect.Value, path string)
+	checked := 0
+	walk = func(v reflect.Value, path string) {
+		switch v.Kind() {
+		case reflect.Struct:
+			if v.Type() == reflect.TypeOf(netip.Addr{}) || v.Type() == reflect.TypeOf(netip.AddrPort{}) || v.Type() == reflect.TypeOf(netip.Prefix{}) {
+				break
+			}
+			for i := range v.NumField() {
+				walk(v.Field(i), path+"."+v.Type().Field(i).Name)
+			}
+			return
+		case reflect.Slice:
+			if v.Len() == 0 {
+				t.Errorf("%s is empty in the sample port: the test cannot vary it", path)
+				return
+			}
+			walk(v.Index(0), path+"[0]")
+			return
+		}
+		if skipHashField(path) {
+			return
+		}
+		old := reflect.ValueOf(v.Interface())
+		mutate(t, v, path)
+		if ph.port(base) == h0 {
+			t.Errorf("changing %s does not change the port hash", path)
+		}
+		v.Set(old)
+		if ph.port(base) != h0 {
+			t.Fatalf("restoring %s did not restore the hash", path)
+		}
+		checked++
+	}
+	walk(reflect.ValueOf(base).Elem(), "Port")
+	t.Logf("%d leaf fields checked", checked)
+}
+
+// Fields that describe an endpoint but do not change what any engine
+// writes (the selection lists already say which endpoints are used).
+func skipHashField(path string) bool {
+	for _, suffix := range []string{".NodeName", ".Zone", ".Ready", ".Serving", ".Terminating"} {
+		if strings.HasSuffix(path, suffix) && strings.Contains(path, "Endpoints.") {
+			return true
+		}
+	}
+	return false
+}
+
+func mutate(t *testing.T, v reflect.Value, path string) {
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(v.String() + "x")
+	case reflect.Bool:
+		v.SetBool(!v.Bool())
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(v.Uint() + 1)
+	case reflect.Int, reflect.Int32, reflect.Int64:
+		v.SetInt(v.Int() + 1)
+	case reflect.Struct:
+		switch x := v.Interface().(type) {
+		case netip.Addr:
+			v.Set(reflect.ValueOf(x.Next()))
+		case netip.AddrPort:
+			v.Set(reflect.ValueOf(netip.AddrPortFrom(x.Addr().Next(), x.Port())))
+		case netip.Prefix:
+			v.Set(reflect.ValueOf(netip.PrefixFrom(x.Addr(), x.Bits()-1)))
+		default:
+			t.Fatalf("%s: cannot mutate %T", path, x)
+		}
+	default:
+		t.Fatalf("%s: cannot mutate kind %s", path, v.Kind())
+	}
+}
