@@ -669,6 +669,28 @@ func TestKernelCommentInjection(t *testing.T) {
 			if n := runner.count(b.binary(IPv4, "-restore")) - restores; n != len(refused) {
 				t.Errorf("%d restores for %d sanitized syncs: refused comments reached the tool", n, len(refused))
 			}
+			// Names are printed verbatim by iptables-save, so they are
+			// refused rather than escaped; none of these reaches the tool.
+			restores = runner.count(b.binary(IPv4, "-restore"))
+			one := func(r Rule) []Rule { return []Rule{r} }
+			for _, bad := range []TableSync{
+				{Table: TableFilter, Chains: []Chain{{Name: "LBK-X\n-A INPUT -j DROP"}}},
+				{Table: TableFilter, Chains: []Chain{{Name: `LBK-"X`}}},
+				{Table: TableFilter, Chains: []Chain{{Name: "LBK X"}}},
+				{Table: TableFilter, Delete: []ChainName{"LBK-X\nCOMMIT"}},
+				{Table: TableFilter, Chains: []Chain{{Name: "LBK-C", Rules: one(Rule{Target: Jump{Chain: "X\n-A INPUT"}})}}},
+				{Table: TableFilter, Chains: []Chain{{Name: "LBK-C", Rules: one(Rule{In: Iface{Name: "eth0\n-A"}})}}},
+				{Table: TableFilter, Chains: []Chain{{Name: "LBK-C", Rules: one(Rule{Matches: []Match{Recent{Mode: RecentSet, Name: "a b"}}})}}},
+				{Table: TableFilter, Chains: []Chain{{Name: "LBK-C", Rules: one(Rule{Matches: []Match{RawMatch{Module: "limit", Spec: "--limit 1/s\n-A INPUT -j DROP"}}})}}},
+			} {
+				err := c.Apply(ctx, &Sync{Tables: []TableSync{bad}})
+				if !errors.Is(err, ErrInvalid) {
+					t.Errorf("%+v: %v", bad, err)
+				}
+			}
+			if n := runner.count(b.binary(IPv4, "-restore")) - restores; n != 0 {
+				t.Errorf("%d refused syncs reached iptables-restore", n)
+			}
 		})
 	}
 }
