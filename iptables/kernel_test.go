@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"reflect"
@@ -758,11 +759,13 @@ func (missingRunner) Run(ctx context.Context, c *Cmd) error {
 	return ExecRunner{}.Run(ctx, &Cmd{Name: "lbkit-missing-" + c.Name, Args: c.Args, Stdin: c.Stdin, Stdout: c.Stdout, Stderr: c.Stderr})
 }
 
-// Example-style smoke check that Restore with a caller-rendered Buffer
-// works on the kernel.
+// TestKernelRestoreBuffer applies a caller-rendered Buffer on the kernel,
+// and checks the optional logger.
 func TestKernelRestoreBuffer(t *testing.T) {
 	hosts := kernelHosts(t, "legacy")
-	c := newNSClient(t, hosts["legacy"], Config{Family: IPv4, Backend: BackendLegacy})
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c := newNSClient(t, hosts["legacy"], Config{Family: IPv4, Backend: BackendLegacy, Logger: logger})
 	b := NewBuffer(IPv4)
 	_ = b.StartTable(TableNAT)
 	_ = b.DeclareChain("LBK-BUF")
@@ -778,6 +781,10 @@ func TestKernelRestoreBuffer(t *testing.T) {
 	td, err := c.Save(t.Context(), TableNAT)
 	if err != nil || len(td.Chain("LBK-BUF").Rules) != 3 {
 		t.Fatalf("%v %v", td, err)
+	}
+	// The caller's logger got a debug record of the restore.
+	if !strings.Contains(logs.String(), "msg=iptables-restore binary=iptables-legacy-restore") {
+		t.Errorf("no restore record in the log:\n%s", logs.String())
 	}
 }
 
