@@ -112,9 +112,16 @@ func (b *Buffer) AppendRule(c ChainName, r *Rule) error {
 
 // appendRule is AppendRule for a chain name already checked.
 func (b *Buffer) appendRule(c ChainName, r *Rule) error {
+	return b.writeRule("-A ", c, "", r)
+}
+
+// writeRule writes "CMD CHAIN[POS] RULE" (cmd "-A " or "-I ", pos "" or
+// " 1").
+func (b *Buffer) writeRule(cmd string, c ChainName, pos string, r *Rule) error {
 	start := len(b.b)
-	b.b = append(b.b, "-A "...)
+	b.b = append(b.b, cmd...)
 	b.b = append(b.b, c...)
+	b.b = append(b.b, pos...)
 	var err error
 	b.b, err = appendRuleSpec(b.b, b.family, r)
 	if err == nil && r.Target != nil && !r.Target.tableOK(b.table) {
@@ -184,6 +191,19 @@ type TableSync struct {
 	// Delete are flushed and deleted ("-X"). No rule of the table may jump
 	// to them afterwards: rewrite the chains that did in the same Sync.
 	Delete []ChainName
+	// Insert are single rules put at the head of built-in chains ("-I
+	// CHAIN 1 RULE"), typically the jumps from the hooks into the
+	// program's chains that a caller found missing. After the restore they
+	// stand first in their chains in the order listed, before the rules
+	// that were there; no other rule of a built-in chain is touched. They
+	// are written after the chains above, so they may jump to them.
+	Insert []ChainRule
+}
+
+// ChainRule is a rule and the chain it goes into.
+type ChainRule struct {
+	Chain ChainName
+	Rule  Rule
 }
 
 // Chain is a user-defined chain and its rules.
@@ -209,6 +229,7 @@ func (s *Sync) NumRules() int {
 		for j := range s.Tables[i].Chains {
 			n += len(s.Tables[i].Chains[j].Rules)
 		}
+		n += len(s.Tables[i].Insert)
 	}
 	return n
 }
@@ -252,7 +273,7 @@ func (ts *TableSync) render(b *Buffer, seenTables map[Table]bool) error {
 		return invalid("table", "table %s appears twice", ts.Table)
 	}
 	seenTables[ts.Table] = true
-	if len(ts.Chains) == 0 && len(ts.Delete) == 0 {
+	if len(ts.Chains) == 0 && len(ts.Delete) == 0 && len(ts.Insert) == 0 {
 		if !ts.Table.Valid() {
 			return invalid("table", "unknown table %q", string(ts.Table))
 		}
@@ -301,6 +322,21 @@ func (ts *TableSync) render(b *Buffer, seenTables map[Table]bool) error {
 			if err := b.appendRule(ch.Name, r); err != nil {
 				return inField(indexed("chains", i)+"."+indexed("rules", j), err)
 			}
+		}
+	}
+	// Each insert goes to position 1, so the last one listed is written
+	// first and the first one listed ends up at the head of its chain.
+	for i := len(ts.Insert) - 1; i >= 0; i-- {
+		in := &ts.Insert[i]
+		if !in.Chain.IsBuiltin() {
+			return invalid(indexed("insert", i)+".chain", "%s is not a built-in chain", in.Chain)
+		}
+		if to := jumpTarget(in.Rule.Target); to != "" && deleted[to] {
+			return &ValidationError{Field: indexed("insert", i) + ".rule.target",
+				Reason: fmt.Sprintf("jumps to %s, which this sync deletes", to), Err: ErrChainInUse}
+		}
+		if err := b.writeRule("-I ", in.Chain, " 1", &in.Rule); err != nil {
+			return inField(indexed("insert", i)+".rule", err)
 		}
 	}
 	for _, c := range ts.Delete {

@@ -862,3 +862,48 @@ func TestKernelPartialSyncLeavesChainsAlone(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelInsertHooks checks TableSync.Insert on both backends and
+// families: the hooks land first in their built-in chains in the listed
+// order, in the same restore that declares the chains they jump to, the
+// built-in chains' other rules stay, and the Fake ends up identical.
+func TestKernelInsertHooks(t *testing.T) {
+	hosts := kernelHosts(t, "legacy", "nft")
+	eachKernel(t, hosts, Config{}, func(t *testing.T, c *nsClient, b Backend, f Family) {
+		ctx := t.Context()
+		fake := NewFake(f)
+		seedForeign(t, c)
+		seedForeign(t, fake)
+		hook := func(comment string, to ChainName) ChainRule {
+			return ChainRule{Chain: ChainPrerouting, Rule: Rule{Matches: []Match{Comment(comment)}, Target: Jump{Chain: to}}}
+		}
+		s := &Sync{Tables: []TableSync{{
+			Table:  TableNAT,
+			Chains: []Chain{{Name: "LBK-SERVICES", Rules: []Rule{{Target: Return}}}, {Name: "LBK-OTHER"}},
+			Insert: []ChainRule{hook("first", "LBK-SERVICES"), hook("second", "LBK-OTHER"),
+				{Chain: ChainOutput, Rule: Rule{Matches: []Match{Comment("out")}, Target: Jump{Chain: "LBK-SERVICES"}}}},
+		}}}
+		for _, in := range []Interface{c, fake} {
+			if err := in.Apply(ctx, s); err != nil {
+				t.Fatalf("%s: %v", in.Backend(), err)
+			}
+		}
+		got, want := saveNoComments(t, c, TableNAT), saveNoComments(t, fake, TableNAT)
+		if got != want {
+			t.Fatalf("kernel and Fake differ after the insert:\n--- kernel\n%s\n--- fake\n%s", got, want)
+		}
+		dump, err := c.Save(ctx, TableNAT)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pre := dump.Chain(ChainPrerouting).Rules
+		if len(pre) != 3 || pre[0].String() != `-m comment --comment first -j LBK-SERVICES` ||
+			pre[1].String() != `-m comment --comment second -j LBK-OTHER` || pre[2].String() != `-j FOREIGN-PRE` {
+			var lines []string
+			for i := range pre {
+				lines = append(lines, pre[i].String())
+			}
+			t.Fatalf("PREROUTING is %q; want the two hooks in order, then the foreign jump", lines)
+		}
+	})
+}
