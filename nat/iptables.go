@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -41,7 +42,8 @@ type IPTablesStats struct {
 	// number whose rules were rebuilt.
 	Ports, Changed int
 	// ChainsWritten and ChainsDeleted count the chains of the restore;
-	// Rules the rules it wrote; Bytes its size.
+	// Rules the rules it wrote (hooks it inserted included); Bytes its
+	// size.
 	ChainsWritten, ChainsDeleted, Rules, Bytes int
 }
 
@@ -283,20 +285,24 @@ func (s *IPTables) syncFamily(ctx context.Context, fam lb.IPFamily, ports []Port
 		for _, g := range natGlobal {
 			desired[g.Name] = true
 		}
-		existing, err := eng.ListChains(ctx, iptables.TableNAT, s.cfg.Prefix)
-		if err != nil {
-			return stats, err
-		}
-		natSync.Delete = staleChains(existing, desired)
 		fltDesired := map[iptables.ChainName]bool{}
 		for _, g := range fltGlobal {
 			fltDesired[g.Name] = true
 		}
-		existing, err = eng.ListChains(ctx, iptables.TableFilter, s.cfg.Prefix)
-		if err != nil {
-			return stats, err
+		// One iptables-save per table tells which of our chains exist
+		// (stale ones are deleted) and which hooks are missing (they are
+		// inserted by the same restore).
+		for _, tbl := range []struct {
+			ts      *iptables.TableSync
+			desired map[iptables.ChainName]bool
+		}{{&natSync, desired}, {&fltSync, fltDesired}} {
+			save, err := eng.SaveText(ctx, tbl.ts.Table)
+			if err != nil {
+				return stats, err
+			}
+			tbl.ts.Delete = staleChains(iptables.ListChainNames(save, s.cfg.Prefix), tbl.desired)
+			tbl.ts.Insert = missingHooks(save, s.names.hooks(), tbl.ts.Table)
 		}
-		fltSync.Delete = staleChains(existing, fltDesired)
 	} else {
 		for _, pr := range st.ports {
 			for _, c := range pr.chains {
@@ -320,11 +326,6 @@ func (s *IPTables) syncFamily(ctx context.Context, fam lb.IPFamily, ports []Port
 	st.valid = false // until the restore and the hooks are known good
 	if buf.Len() > 0 {
 		if err := eng.Restore(ctx, buf); err != nil {
-			return stats, err
-		}
-	}
-	if full {
-		if err := s.ensureHooks(ctx, eng); err != nil {
 			return stats, err
 		}
 	}
@@ -366,18 +367,26 @@ func (s *IPTables) chainHash(fam lb.IPFamily, t iptables.Table, c *iptables.Chai
 	return maphash.Bytes(s.hasher.seed, b.Bytes()), nil
 }
 
-// ensureHooks makes sure the jumps from the built-in chains exist, in the
-// order hooks lists them (each is prepended, so they are added last to
-// first).
-func (s *IPTables) ensureHooks(ctx context.Context, eng iptables.Interface) error {
-	hooks := s.names.hooks()
-	for i := len(hooks) - 1; i >= 0; i-- {
-		h := hooks[i]
-		if _, err := eng.EnsureRule(ctx, h.table, h.chain, iptables.Prepend, &h.rule); err != nil {
-			return fmt.Errorf("hook %s/%s: %w", h.table, h.chain, err)
+// missingHooks returns the hooks of table t that the iptables-save text
+// does not hold, in hooks order. A hook is recognised by its exact save
+// line, which the typed rule renders canonically.
+func missingHooks(save []byte, hooks []hook, t iptables.Table) []iptables.ChainRule {
+	present := map[string]bool{}
+	for line := range bytes.Lines(save) {
+		if bytes.HasPrefix(line, []byte("-A ")) {
+			present[string(bytes.TrimRight(line, "\n"))] = true
 		}
 	}
-	return nil
+	var out []iptables.ChainRule
+	for _, h := range hooks {
+		if h.table != t {
+			continue
+		}
+		if !present["-A "+string(h.chain)+" "+h.rule.String()] {
+			out = append(out, iptables.ChainRule{Chain: h.chain, Rule: h.rule})
+		}
+	}
+	return out
 }
 
 // Render returns, per family, the iptables-restore text a full sync of
