@@ -305,6 +305,8 @@ type benchResult struct {
 	mean10ms              float64
 	up                    int
 	p50, p99              time.Duration // latency of the targets' last checks
+	gcPerSec              float64
+	allocPerCheck         float64 // bytes
 }
 
 func measure(b *testing.B, name string, impl implementation, check func(i int) Check, serverPid, n int) benchResult {
@@ -327,6 +329,8 @@ func measure(b *testing.B, name string, impl implementation, check func(i int) C
 
 	hist := &benchHist{start: time.Now(), buckets: make([]atomic.Int64, int(*benchWindow/(10*time.Millisecond)))}
 	checks0, failed0 := bp.checks.Load(), bp.failed.Load()
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	cpu0, srv0, wall0 := selfCPU(), procCPU(serverPid), time.Now()
 	bp.window.Store(hist)
 	time.Sleep(*benchWindow)
@@ -341,6 +345,8 @@ func measure(b *testing.B, name string, impl implementation, check func(i int) C
 	r.stackMB = float64(ms.StackInuse) / (1 << 20)
 	r.rssMB = float64(rssBytes()) / (1 << 20)
 	r.goroutines = runtime.NumGoroutine()
+	r.gcPerSec = float64(ms.NumGC-ms0.NumGC) / wall.Seconds()
+	r.allocPerCheck = float64(ms.TotalAlloc-ms0.TotalAlloc) / float64(checks)
 	var lat []time.Duration
 	for _, st := range statuses() {
 		if st.State == StateUp {
@@ -367,8 +373,8 @@ func measure(b *testing.B, name string, impl implementation, check func(i int) C
 	if len(bp.errs) > 0 {
 		b.Logf("%s: failures since start: %v", name, bp.errs)
 	}
-	b.Logf("%-9s cpu %.3f cores (server %.3f)  checks %.0f/s failed %d  heap %.1f MB stack %.1f MB rss %.1f MB (before %.1f)  goroutines %d  checks per 10ms mean %.1f peak %d  up %d/%d  latency p50 %v p99 %v",
-		name, r.cpu, r.serverCPU, r.checksPerSec, r.failed, r.heapMB, r.stackMB, r.rssMB, r.rss0, r.goroutines, r.mean10ms, r.peak10ms, r.up, n, r.p50, r.p99)
+	b.Logf("%-9s cpu %.3f cores (server %.3f)  checks %.0f/s failed %d  heap %.1f MB stack %.1f MB rss %.1f MB (before %.1f)  goroutines %d  checks per 10ms mean %.1f peak %d  up %d/%d  latency p50 %v p99 %v  GC %.1f/s  alloc %.0f B/check",
+		name, r.cpu, r.serverCPU, r.checksPerSec, r.failed, r.heapMB, r.stackMB, r.rssMB, r.rss0, r.goroutines, r.mean10ms, r.peak10ms, r.up, n, r.p50, r.p99, r.gcPerSec, r.allocPerCheck)
 	return r
 }
 
