@@ -62,10 +62,15 @@ func Diff(old, new *Ruleset) *Transaction {
 			tx.ops = append(tx.ops, op{kind: opAddChain, name: name, chain: &def})
 		}
 	}
-	// 3. New sets with their elements.
+	// 3. New sets, empty: their elements come after the rules (binding a
+	// map to a rule walks the elements it holds).
+	adds := map[string][]Element{}
 	for _, name := range sortedKeys(newS) {
 		if _, ok := oldS[name]; !ok {
-			tx.AddSet(*newS[name])
+			def := *newS[name]
+			def.Elements = nil
+			tx.AddSet(def)
+			adds[name] = sortedElements(newS[name].Elements)
 		}
 	}
 	// 4. Flush chains to rewrite and chains to delete: drops their
@@ -79,7 +84,6 @@ func Diff(old, new *Ruleset) *Transaction {
 	}
 	// 5. Element deletions (before chain deletions: a verdict map element
 	// may be the last reference to a chain).
-	adds := map[string][]Element{}
 	for _, name := range sortedKeys(newS) {
 		ns := newS[name]
 		os, ok := oldS[name]
@@ -96,14 +100,13 @@ func Diff(old, new *Ruleset) *Transaction {
 			tx.DeleteSet(name)
 		}
 		if recreate[name] {
-			tx.AddSet(*newS[name])
+			def := *newS[name]
+			def.Elements = nil
+			tx.AddSet(def)
+			adds[name] = sortedElements(newS[name].Elements)
 		}
 	}
-	// 7. Element additions.
-	for _, name := range sortedKeys(adds) {
-		tx.AddElements(name, adds[name]...)
-	}
-	// 8. Rules of new, rebased and rewritten chains.
+	// 7. Rules of new, rebased and rewritten chains.
 	for _, name := range sortedKeys(newC) {
 		_, existed := oldC[name]
 		if !existed || rewrite[name] || rebase[name] {
@@ -112,6 +115,10 @@ func Diff(old, new *Ruleset) *Transaction {
 				tx.AddRule(name, c.Rules[i])
 			}
 		}
+	}
+	// 8. Element additions.
+	for _, name := range sortedKeys(adds) {
+		tx.AddElements(name, adds[name]...)
 	}
 	// 9. Chains that go away.
 	for _, name := range sortedKeys(oldC) {
