@@ -47,6 +47,7 @@ var (
 	benchListeners = flag.Int("health.listeners", 16, "loopback listeners the targets are spread over")
 	benchWindow    = flag.Duration("health.window", 10*time.Second, "measured window per implementation")
 	benchWarmup    = flag.Duration("health.warmup", 3*time.Second, "time to reach steady state before measuring")
+	benchOnly      = flag.String("health.only", "", "measure only the variant with this name (for profiling)")
 )
 
 const (
@@ -388,6 +389,17 @@ func compare(b *testing.B, mode string, a, z variant) {
 	n := *benchTargets
 	addrs, pid := startBenchServer(b, mode, *benchListeners)
 	var ra, rz benchResult
+	if *benchOnly != "" {
+		for _, v := range []variant{a, z} {
+			if v.name == *benchOnly {
+				for i := 0; i < b.N; i++ {
+					measure(b, v.name, v.impl, v.check(addrs), pid, n)
+				}
+				return
+			}
+		}
+		b.Fatalf("no variant %q", *benchOnly)
+	}
 	for i := 0; i < b.N; i++ {
 		if benchRuns.Add(1)%2 == 1 {
 			ra = measure(b, a.name, a.impl, a.check(addrs), pid, n)
