@@ -113,9 +113,11 @@ func (st *dstate) flushPending() { st.settle(0, 0) }
 func (st *dstate) settle(nf, l4 uint8) {
 	for _, p := range st.pend {
 		switch {
-		case !p.l4 && p.val == nf && st.nf != nf:
+		case (!p.l4 && st.nf == p.val) || (p.l4 && st.l4 == p.val):
+			// Already established: a redundant repeat, dropped.
+		case !p.l4 && p.val == nf:
 			st.nf = nf
-		case p.l4 && p.val == l4 && st.l4 != l4:
+		case p.l4 && p.val == l4:
 			st.l4 = l4
 		case p.l4:
 			st.out = append(st.out, Match{Field: FieldL4Proto, Values: []Value{Proto(p.val)}})

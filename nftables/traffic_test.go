@@ -116,6 +116,19 @@ func (tl *trafficLab) count(t *testing.T, to netip.AddrPort, network string, n i
 	return c
 }
 
+// requireSource checks that every backend saw only the balancer as source
+// (the packets were masqueraded).
+func requireSource(t *testing.T, c nettest.Counts, want netip.Addr) {
+	t.Helper()
+	for be, srcs := range c.Sources {
+		for src := range srcs {
+			if src != want {
+				t.Errorf("%s saw source %s, want the balancer %s (masquerade)", be, src, want)
+			}
+		}
+	}
+}
+
 func requireDistribution(t *testing.T, c nettest.Counts, weights map[string]float64) {
 	t.Helper()
 	res, err := nettest.ChiSquare(c.Backends, weights)
@@ -140,13 +153,7 @@ func TestKernelTrafficNumgenNamedMap(t *testing.T) {
 	}
 	c := tl.count(t, netip.AddrPortFrom(vip4, vipPort), "tcp", 3000)
 	requireDistribution(t, c, map[string]float64{"be1": 1, "be2": 1, "be3": 1})
-	for be, srcs := range c.Sources {
-		for src := range srcs {
-			if src != tl.lb.IP4() {
-				t.Errorf("%s saw source %s, want the balancer %s (masquerade)", be, src, tl.lb.IP4())
-			}
-		}
-	}
+	requireSource(t, c, tl.lb.IP4())
 	u := tl.count(t, netip.AddrPortFrom(vip4, vipPort), "udp", 600)
 	requireDistribution(t, u, map[string]float64{"be1": 1, "be2": 1, "be3": 1})
 }
@@ -209,13 +216,7 @@ func TestKernelTrafficIPv6(t *testing.T) {
 	}
 	c := tl.count(t, netip.AddrPortFrom(vip6, vipPort), "tcp", 3000)
 	requireDistribution(t, c, map[string]float64{"be1": 1, "be2": 1, "be3": 1})
-	for be, srcs := range c.Sources {
-		for src := range srcs {
-			if src != tl.lb.IP6() {
-				t.Errorf("%s saw source %s, want the balancer %s", be, src, tl.lb.IP6())
-			}
-		}
-	}
+	requireSource(t, c, tl.lb.IP6())
 }
 
 // askFromPort makes one TCP connection from the client's address and the

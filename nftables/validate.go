@@ -247,7 +247,43 @@ type ruleCheck struct {
 	path  string
 	idx   int
 	last  bool
-	l4    bool // a transport protocol match precedes
+	l4ok  bool  // a transport protocol match precedes (nat may map ports)
+	nf    uint8 // network family the rule is known to match
+	proto uint8 // transport protocol the rule is known to match
+}
+
+// setNF records that the rule matches network family nfp from here on, and
+// fails on a contradiction (nft refuses "conflicting protocols" too).
+func (c *ruleCheck) setNF(sub string, nfp uint8) error {
+	if nfp == 0 {
+		return nil
+	}
+	if c.nf != 0 && c.nf != nfp {
+		return c.fail(sub, "conflicting network families in one rule (%s after %s)", nfFamily(nfp), nfFamily(c.nf))
+	}
+	c.nf = nfp
+	return nil
+}
+
+// setProto is setNF for the transport protocol.
+func (c *ruleCheck) setProto(sub string, p uint8) error {
+	if p == 0 {
+		return nil
+	}
+	if c.proto != 0 && c.proto != p {
+		return c.fail(sub, "conflicting transport protocols in one rule (%s after %s)", Proto(p), Proto(c.proto))
+	}
+	c.proto, c.l4ok = p, true
+	return nil
+}
+
+// fieldContext records the family and protocol a field implies.
+func (c *ruleCheck) fieldContext(sub string, f Field) error {
+	fi := f.info()
+	if err := c.setNF(sub, fi.nfproto); err != nil {
+		return err
+	}
+	return c.setProto(sub, fi.l4proto)
 }
 
 func (c *ruleCheck) fail(sub, format string, args ...any) error {
@@ -277,8 +313,8 @@ func (c *ruleCheck) checkFields(sub string, fs []Field) error {
 		if !c.familyOK(f.info().nfproto) {
 			return c.fail(fmt.Sprintf("%s[%d]", sub, i), "%s in a %s table", f, c.sc.family)
 		}
-		if f.info().l4proto != 0 {
-			c.l4 = true
+		if err := c.fieldContext(fmt.Sprintf("%s[%d]", sub, i), f); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -353,6 +389,13 @@ func (c *ruleCheck) checkValue(sub string, f Field, v Value, allowPrefix bool) e
 	return nil
 }
 
+func familyNF(f Family) uint8 {
+	if f == FamilyIPv6 {
+		return unix.NFPROTO_IPV6
+	}
+	return unix.NFPROTO_IPV4
+}
+
 func checkAddr(a netip.Addr) error {
 	if !a.IsValid() {
 		return fmt.Errorf("invalid address")
@@ -400,6 +443,9 @@ func (m Match) check(c *ruleCheck) error {
 		if seen[v.String()] {
 			return c.fail(sub, "duplicate value %s", v)
 		}
+		if v.IsPrefix() && v.bits == 0 && len(m.Values) == 1 {
+			return c.fail(sub, "prefix %s matches every address; drop the match", v)
+		}
 		seen[v.String()] = true
 		if v.Type() == TypeIfname && len(m.Values) > 1 {
 			return c.fail(sub, "several interface names need a named set (Lookup): google/nftables v0.3.0 marks anonymous sets big-endian and nft would list the names as empty strings")
@@ -410,8 +456,14 @@ func (m Match) check(c *ruleCheck) error {
 			return c.fail(".values", "%v", err)
 		}
 	}
-	if fi.l4proto != 0 || (m.Field == FieldL4Proto && !m.Neg) {
-		c.l4 = true
+	if err := c.fieldContext(".field", m.Field); err != nil {
+		return err
+	}
+	if m.Field == FieldL4Proto && !m.Neg {
+		c.l4ok = true
+		if len(m.Values) == 1 {
+			return c.setProto(".values", uint8(m.Values[0].num))
+		}
 	}
 	return nil
 }
@@ -449,7 +501,7 @@ func (m NFProtoMatch) check(c *ruleCheck) error {
 	if m.Family != FamilyIPv4 && m.Family != FamilyIPv6 {
 		return c.fail(".family", "want ip or ip6, got %q", m.Family)
 	}
-	return nil
+	return c.setNF(".family", familyNF(m.Family))
 }
 
 func (m MarkMatch) check(c *ruleCheck) error {
@@ -527,7 +579,10 @@ func (s DNAT) check(c *ruleCheck) error {
 	if !c.familyOK(nfprotoOf(s.Addr)) {
 		return c.fail(".addr", "%s in a %s table", s.Addr, c.sc.family)
 	}
-	if s.Port != 0 && !c.l4 {
+	if err := c.setNF(".addr", nfprotoOf(s.Addr)); err != nil {
+		return err
+	}
+	if s.Port != 0 && !c.l4ok {
 		return c.fail(".port", "a port needs an earlier transport protocol match (meta l4proto or tcp/udp/sctp port) in the rule")
 	}
 	return c.checkNATHook("dnat", true)
@@ -539,6 +594,9 @@ func (s SNAT) check(c *ruleCheck) error {
 	}
 	if !c.familyOK(nfprotoOf(s.Addr)) {
 		return c.fail(".addr", "%s in a %s table", s.Addr, c.sc.family)
+	}
+	if err := c.setNF(".addr", nfprotoOf(s.Addr)); err != nil {
+		return err
 	}
 	return c.checkNATHook("snat", false)
 }
@@ -715,7 +773,10 @@ func (s DNATMap) check(c *ruleCheck) error {
 	if err := c.checkMapUse(s.Key, s.Map, s.Entries, natData(s.Family), false); err != nil {
 		return err
 	}
-	if c.mapHasPort(s.Map, s.Entries) && !c.l4 {
+	if err := c.setNF(".family", nfp); err != nil {
+		return err
+	}
+	if c.mapHasPort(s.Map, s.Entries) && !c.l4ok {
 		return c.fail("", "a map to address . port needs an earlier transport protocol match (meta l4proto or tcp/udp/sctp port) in the rule")
 	}
 	return c.checkNATHook("dnat", true)
@@ -757,14 +818,23 @@ func (s Reject) check(c *ruleCheck) error {
 		if !c.familyOK(unix.NFPROTO_IPV4) {
 			return c.fail(".type", "icmp reject in an ip6 table")
 		}
+		if err := c.setNF(".type", unix.NFPROTO_IPV4); err != nil {
+			return err
+		}
 	case RejectICMPv6:
 		names = icmpv6Names
 		if !c.familyOK(unix.NFPROTO_IPV6) {
 			return c.fail(".type", "icmpv6 reject in an ip table")
 		}
+		if err := c.setNF(".type", unix.NFPROTO_IPV6); err != nil {
+			return err
+		}
 	case RejectTCPReset:
 		if s.Code != 0 {
 			return c.fail(".code", "tcp reset takes no code")
+		}
+		if err := c.setProto(".type", unix.IPPROTO_TCP); err != nil {
+			return err
 		}
 	default:
 		return c.fail(".type", "unknown reject type %d", s.Type)
