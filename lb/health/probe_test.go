@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
@@ -107,6 +108,51 @@ func TestTCPClosesWithReset(t *testing.T) {
 			}
 			if !graceful && !errors.Is(end, syscall.ECONNRESET) {
 				t.Errorf("default close: server read %v, want ECONNRESET", end)
+			}
+		})
+	}
+}
+
+// TestHTTPConnectionsAreAbortedNotClosed: the checker closes an HTTP
+// target's connections with a RST (no TIME_WAIT on its side), both when the
+// target is removed and after a failed check.
+func TestHTTPConnectionsAreAbortedNotClosed(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		http, tls bool
+		removed   bool // else: the check times out
+	}{
+		{name: "HTTP target removed", http: true, removed: true},
+		{name: "HTTPS target removed", http: true, tls: true, removed: true},
+		{name: "HTTP check timed out"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := &tcpServer{t: t, http: tc.http, addr: netipAP("127.0.0.1:0"), remotes: make(chan netip.AddrPort, 1024), ends: make(chan error, 1024)}
+			if tc.tls {
+				srv.tls = &tls.Config{Certificates: []tls.Certificate{testCert(t)}}
+			}
+			srv.up()
+			t.Cleanup(srv.down)
+			h := newHarness(t, false, Options{})
+			tg := Target{ID: "web", Interval: fastInterval, Timeout: okTimeout, Check: HTTP{Addr: srv.addr, TLS: tc.tls, InsecureSkipVerify: tc.tls}}
+			if tc.removed {
+				h.add(tg)
+				h.await("web", StateUp)
+				if err := h.c.Remove("web"); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				tg.Interval, tg.Timeout = slowTimeout, slowTimeout
+				h.add(tg)
+				checkTimedOut(t, h.await("web", StateDown), slowTimeout)
+			}
+			select {
+			case end := <-srv.ends:
+				if !errors.Is(end, syscall.ECONNRESET) {
+					t.Errorf("server saw the connection end with %v, want a reset", end)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the connection did not end")
 			}
 		})
 	}

@@ -5,6 +5,7 @@ package health
 // while a Checker probes it.
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -54,10 +55,13 @@ func addrOf(a net.Addr) netip.AddrPort {
 }
 
 // tcpServer accepts connections, reads each until it ends, and reports how
-// it ended (nil for a FIN, the error for a RST). It can go down (its
-// listener closes, so connects are refused) and come back on the same port.
+// it ended (nil for a FIN, the error for a RST). With http set it answers
+// every request on a connection with 200. It can go down (its listener
+// closes, so connects are refused) and come back on the same port.
 type tcpServer struct {
 	t        testing.TB
+	http     bool
+	tls      *tls.Config // with http: serve HTTPS
 	addr     netip.AddrPort
 	mu       sync.Mutex
 	ln       net.Listener
@@ -102,10 +106,24 @@ func (s *tcpServer) up() {
 			go func() {
 				defer s.wg.Done()
 				defer conn.Close()
-				_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if s.tls != nil {
+					conn = tls.Server(conn, s.tls)
+				}
+				br := bufio.NewReader(conn)
 				var b [64]byte
 				for {
-					if _, err := conn.Read(b[:]); err != nil {
+					_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+					var err error
+					if s.http {
+						var req *http.Request
+						if req, err = http.ReadRequest(br); err == nil {
+							_, _ = io.Copy(io.Discard, req.Body)
+							_, err = io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+						}
+					} else {
+						_, err = br.Read(b[:])
+					}
+					if err != nil {
 						if errors.Is(err, net.ErrClosed) {
 							return
 						}
