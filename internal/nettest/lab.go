@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -362,6 +363,18 @@ func (h *Host) attach(seg *SegmentInfo) error {
 	if err := h.nl.LinkSetUp(link); err != nil {
 		return fmt.Errorf("nettest: host %s: up %s: %w", h.name, seg.Name, err)
 	}
+	// Until the kernel's link watcher has run for both ends, their qdisc
+	// is the no-op one that drops every frame silently (a test that sends
+	// one gratuitous ARP, or the first SYN, right after New would lose
+	// it), and IPv6 treats the link as not ready: an address added then
+	// may never join its solicited-node group. The watcher batches events
+	// up to a second apart, so wait for it before adding addresses.
+	if err := waitOperUp(swNL, h.name); err != nil {
+		return err
+	}
+	if err := waitOperUp(h.nl, seg.Name); err != nil {
+		return err
+	}
 	ifc := &Iface{Name: seg.Name, Index: link.Attrs().Index, MAC: mac, Segment: seg}
 	for _, p := range []netip.Prefix{seg.Prefix4, seg.Prefix6} {
 		if !p.IsValid() {
@@ -380,6 +393,25 @@ func (h *Host) attach(seg *SegmentInfo) error {
 	h.ifaces[seg.Name] = ifc
 	h.order = append(h.order, seg.Name)
 	return nil
+}
+
+// waitOperUp waits until the link's operational state is up, which the
+// kernel sets in the same step that gives it a working qdisc.
+func waitOperUp(nl *netlink.Handle, name string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		link, err := nl.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("nettest: %s: %w", name, err)
+		}
+		if link.Attrs().OperState == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nettest: %s is still %s after 5s", name, link.Attrs().OperState)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func linkUp(nl *netlink.Handle, name string) error {
@@ -504,7 +536,70 @@ func (h *Host) addAddr(linkName string, p netip.Prefix) error {
 	if err := h.nl.AddrAdd(link, a); err != nil {
 		return fmt.Errorf("nettest: host %s: add %s to %s: %w", h.name, p, linkName, err)
 	}
+	if p.Addr().Is6() {
+		if err := h.waitLocalRoute(p.Addr()); err != nil {
+			return err
+		}
+		if linkName != "lo" {
+			return h.waitSolicitedNode(linkName, p.Addr())
+		}
+	}
 	return nil
+}
+
+// waitLocalRoute waits until the kernel routes addr to this host. For IPv6
+// it installs the local route of a new address from a work queue, after
+// AddrAdd returned; a packet that arrives before is answered with "no
+// route" (an ICMPv6 destination unreachable).
+func (h *Host) waitLocalRoute(addr netip.Addr) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		routes, err := h.nl.RouteGet(addr.AsSlice())
+		if err == nil && len(routes) > 0 && routes[0].Type == unix.RTN_LOCAL {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nettest: host %s: %s is not a local address after 5s (%v)", h.name, addr, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// waitSolicitedNode waits until the interface has joined the
+// solicited-node multicast group of addr. The kernel joins it from a work
+// queue after the address is added; until then a neighbour solicitation
+// for the address is dropped on arrival, and the asker retries only after
+// a second.
+func (h *Host) waitSolicitedNode(linkName string, addr netip.Addr) error {
+	a := addr.As16()
+	group := fmt.Sprintf("ff0200000000000000000001ff%02x%02x%02x", a[13], a[14], a[15])
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var joined bool
+		err := h.Do(func() error {
+			data, err := os.ReadFile("/proc/thread-self/net/igmp6") // not /proc/net: that is the thread-group leader's namespace
+			if err != nil {
+				return err
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				f := strings.Fields(line)
+				if len(f) >= 3 && f[1] == linkName && f[2] == group {
+					joined = true
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("nettest: host %s: %w", h.name, err)
+		}
+		if joined {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nettest: host %s: %s has not joined the solicited-node group of %s after 5s", h.name, linkName, addr)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // AddRoute adds a route to dst through the gateway via, which must be
