@@ -37,6 +37,17 @@ func (b *Buffer) Family() Family { return b.family }
 // Reset empties the buffer and keeps its memory.
 func (b *Buffer) Reset() { b.b, b.table = b.b[:0], "" }
 
+// Truncate discards everything written after the first n bytes, for a
+// caller that started a table and found it had nothing to put in it. n
+// must be at a table boundary (a value of Len taken before StartTable or
+// after Commit); the buffer is then between tables.
+func (b *Buffer) Truncate(n int) {
+	if n < 0 || n > len(b.b) {
+		panic("iptables: Buffer.Truncate out of range")
+	}
+	b.b, b.table = b.b[:n], ""
+}
+
 // Bytes returns the text written so far. It aliases the buffer: it is valid
 // until the next write or Reset.
 func (b *Buffer) Bytes() []byte { return b.b }
@@ -108,6 +119,18 @@ func (b *Buffer) AppendRule(c ChainName, r *Rule) error {
 		}
 	}
 	return b.appendRule(c, r)
+}
+
+// InsertRule writes "-I CHAIN 1 RULE": r goes to the head of the built-in
+// chain c (see TableSync.Insert).
+func (b *Buffer) InsertRule(c ChainName, r *Rule) error {
+	if b.table == "" {
+		return invalid("chain", "no table started")
+	}
+	if !c.IsBuiltin() {
+		return invalid("chain", "%s is not a built-in chain", c)
+	}
+	return b.writeRule("-I ", c, " 1", r)
 }
 
 // appendRule is AppendRule for a chain name already checked.
