@@ -226,7 +226,7 @@ func (r *Resolver) Resolve(svc *Service, endpoints []Endpoint) ([]ResolvedPort, 
 	if r.Node.Name == "" && (svc.InternalPolicy() == TrafficPolicyLocal || svc.ExternalTrafficPolicy == TrafficPolicyLocal) {
 		e.add("node.name", ErrorTypeRequired, "the service has a Local traffic policy, which needs the node's name")
 	}
-	if err := e.err(serviceObject(svc)); err != nil {
+	if err := e.err(func() string { return serviceObject(svc) }); err != nil {
 		return nil, err
 	}
 	if svc.Headless() {
@@ -281,7 +281,7 @@ func (r *Resolver) resolvePort(svc *Service, p ServicePort, clusterIP netip.Addr
 // of kube-proxy's CategorizeEndpoints) for one port and family.
 func (r *Resolver) selectEndpoints(svc *Service, rp *ResolvedPort, p ServicePort, fam IPFamily, endpoints []Endpoint) EndpointSelection {
 	proto := p.EffectiveProtocol()
-	var all []Target
+	all := make([]Target, 0, len(endpoints))
 	for i := range endpoints {
 		ep := &endpoints[i]
 		if !fam.Matches(ep.Addr) {
@@ -374,8 +374,25 @@ func targetPortFor(ep *Endpoint, p ServicePort, proto Protocol) (uint16, bool) {
 	return p.Port, true
 }
 
+// filterTargets returns the targets of ts that keep accepts, in a slice of
+// exactly that length (nil when none): it counts first, because growing the
+// result by appending dominated Resolve's allocations at 10k services.
+// When keep accepts every target, ts itself is returned: the lists of an
+// EndpointSelection are read-only and may share their arrays.
 func filterTargets(ts []Target, keep func(Target) bool) []Target {
-	var out []Target
+	n := 0
+	for i := range ts {
+		if keep(ts[i]) {
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return nil
+	case len(ts):
+		return ts
+	}
+	out := make([]Target, 0, n)
 	for _, t := range ts {
 		if keep(t) {
 			out = append(out, t)
@@ -386,8 +403,13 @@ func filterTargets(ts []Target, keep func(Target) bool) []Target {
 
 // unionTargets merges two lists sorted by AddrPort, each target once.
 func unionTargets(a, b []Target) []Target {
-	if len(a)+len(b) == 0 {
+	switch {
+	case len(a)+len(b) == 0:
 		return nil
+	case len(b) == 0:
+		return a
+	case len(a) == 0:
+		return b
 	}
 	out := make([]Target, 0, len(a)+len(b))
 	for len(a) > 0 && len(b) > 0 {

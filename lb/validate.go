@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -116,12 +117,18 @@ func (e *errs) add(field string, t ErrorType, format string, args ...any) {
 	e.list = append(e.list, &FieldError{Field: field, Type: t, Detail: fmt.Sprintf(format, args...)})
 }
 
-func (e *errs) err(object string) error {
+// err returns the collected problems as a *ValidationError about the object
+// object() names, or nil. object is called only when there is a problem.
+func (e *errs) err(object func() string) error {
 	if len(e.list) == 0 {
 		return nil
 	}
-	return &ValidationError{Object: object, Errors: e.list}
+	return &ValidationError{Object: object(), Errors: e.list}
 }
+
+// idx returns "prefix[i]", the path of a list element. Validation runs on
+// every sync for every service and endpoint, so paths are built without fmt.
+func idx(prefix string, i int) string { return prefix + "[" + strconv.Itoa(i) + "]" }
 
 // Validate checks s with the default options. See ValidateService.
 func (s *Service) Validate() error { return ValidateService(s, ValidateOptions{}) }
@@ -138,7 +145,7 @@ func (s *Service) Validate() error { return ValidateService(s, ValidateOptions{}
 func ValidateService(s *Service, opts ValidateOptions) error {
 	var e errs
 	validateServiceInto(&e, s, opts)
-	return e.err(serviceObject(s))
+	return e.err(func() string { return serviceObject(s) })
 }
 
 func validateServiceInto(e *errs, s *Service, opts ValidateOptions) {
@@ -184,7 +191,7 @@ func validateClusterIPs(e *errs, s *Service, typ ServiceType) map[IPFamily]bool 
 		e.add("spec.clusterIPs", ErrorTypeInvalid, "%d addresses; at most one per family (2)", len(s.ClusterIPs))
 	}
 	for i, ip := range s.ClusterIPs {
-		f := fmt.Sprintf("spec.clusterIPs[%d]", i)
+		f := idx("spec.clusterIPs", i)
 		if !checkServiceAddr(e, f, ip) {
 			continue
 		}
@@ -203,7 +210,7 @@ func validateClusterIPs(e *errs, s *Service, typ ServiceType) map[IPFamily]bool 
 func validateExternal(e *errs, s *Service, typ ServiceType, families map[IPFamily]bool) {
 	seen := map[netip.Addr]int{}
 	for i, ip := range s.ExternalIPs {
-		f := fmt.Sprintf("spec.externalIPs[%d]", i)
+		f := idx("spec.externalIPs", i)
 		if !checkServiceAddr(e, f, ip) {
 			continue
 		}
@@ -219,7 +226,7 @@ func validateExternal(e *errs, s *Service, typ ServiceType, families map[IPFamil
 	}
 	seenIng := map[netip.Addr]int{}
 	for i, ing := range s.LoadBalancerIngress {
-		f := fmt.Sprintf("status.loadBalancer.ingress[%d]", i)
+		f := idx("status.loadBalancer.ingress", i)
 		if typ != ServiceTypeLoadBalancer {
 			if ing.IPMode != "" {
 				e.add(f+".ipMode", ErrorTypeForbidden, "ipMode %q on %s, which is not a load-balancer IP: the service is of type %s", ing.IPMode, ing.IP, typ)
@@ -244,7 +251,7 @@ func validateExternal(e *errs, s *Service, typ ServiceType, families map[IPFamil
 		}
 	}
 	for i, p := range s.LoadBalancerSourceRanges {
-		f := fmt.Sprintf("spec.loadBalancerSourceRanges[%d]", i)
+		f := idx("spec.loadBalancerSourceRanges", i)
 		if typ != ServiceTypeLoadBalancer {
 			e.add(f, ErrorTypeForbidden, "source ranges apply only to type LoadBalancer, not %s", typ)
 			continue
@@ -306,7 +313,7 @@ func validatePorts(e *errs, s *Service, typ ServiceType, nodePorts PortRange) {
 	ports := map[protoPort]int{}
 	nodes := map[protoPort]int{}
 	for i, p := range s.Ports {
-		f := fmt.Sprintf("spec.ports[%d]", i)
+		f := idx("spec.ports", i)
 		switch {
 		case p.Name == "" && len(s.Ports) > 1:
 			e.add(f+".name", ErrorTypeRequired, "required when the service has more than one port")
@@ -411,14 +418,14 @@ func validatePolicies(e *errs, s *Service, typ ServiceType, nodePorts PortRange)
 func ValidateEndpoints(endpoints []Endpoint) error {
 	var e errs
 	validateEndpoints(&e, endpoints)
-	return e.err("endpoints")
+	return e.err(func() string { return "endpoints" })
 }
 
 func validateEndpoints(e *errs, endpoints []Endpoint) {
 	seen := map[netip.Addr]int{}
 	for i := range endpoints {
 		ep := &endpoints[i]
-		f := fmt.Sprintf("endpoints[%d]", i)
+		f := idx("endpoints", i)
 		if checkAddr(e, f+".addr", ep.Addr) {
 			if j, dup := seen[ep.Addr]; dup {
 				e.add(f+".addr", ErrorTypeDuplicate, "%s repeats endpoints[%d]", ep.Addr, j)
@@ -443,7 +450,7 @@ func validateEndpoints(e *errs, endpoints []Endpoint) {
 		}
 		names := map[nameProto]int{}
 		for j, p := range ep.Ports {
-			pf := fmt.Sprintf("%s.ports[%d]", f, j)
+			pf := idx(f+".ports", j)
 			if !isIANASvcName(p.Name) {
 				e.add(pf+".name", ErrorTypeInvalid, "%q is not a port name (an IANA service name)", p.Name)
 			}
