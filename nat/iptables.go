@@ -8,6 +8,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -194,145 +195,250 @@ func (s *IPTables) sync(ctx context.Context, services []ServiceEndpoints, forceF
 	return stats, nil
 }
 
-// builtPort is one port's rules in a sync, and whether they were rebuilt.
-type builtPort struct {
-	rules   *portRules
-	changed bool
+// renderer writes one family's restore text for a sync, streaming: the
+// rules of each rebuilt port go into the buffer as soon as they are built
+// and are not kept, so a cold sync of a large cluster never holds more than
+// one port's typed rules at a time.
+type renderer struct {
+	s     *IPTables
+	fam   lb.IPFamily
+	buf   *iptables.Buffer
+	b     *ipBuilder
+	stats IPTablesStats
 }
 
-// build returns the rules of every port of a family in plan order, reusing
-// those of unchanged ports from old (nil for a rebuild from scratch).
-func (s *IPTables) build(fam lb.IPFamily, ports []Port, old map[string]*portRules) (map[string]*portRules, []builtPort, error) {
-	b := newIPBuilder(s.cfg, fam, s.names)
-	byKey := make(map[string]*portRules, len(ports))
-	built := make([]builtPort, 0, len(ports))
+// chains writes the declarations of chains, then their rules, into the
+// open table.
+func (r *renderer) chains(chains []iptables.Chain) error {
+	for i := range chains {
+		if err := r.buf.DeclareChain(chains[i].Name); err != nil {
+			return err
+		}
+	}
+	for i := range chains {
+		c := &chains[i]
+		for j := range c.Rules {
+			if err := r.buf.AppendRule(c.Name, &c.Rules[j]); err != nil {
+				return fmt.Errorf("chain %s rule %d: %w", c.Name, j, err)
+			}
+		}
+		r.stats.Rules += len(c.Rules)
+	}
+	r.stats.ChainsWritten += len(chains)
+	return nil
+}
+
+// tableEdit is what a sync does to one table besides writing chains.
+type tableEdit struct {
+	table  iptables.Table
+	delete []iptables.ChainName
+	insert []iptables.ChainRule
+}
+
+// render writes a sync of ports into r.buf and returns the new state.
+// old is the state of the previous sync (ignored when full). When full,
+// saves holds iptables-save text of each table, to find stale chains and
+// missing hooks; nil saves (a dry run) finds neither.
+func (r *renderer) render(ports []Port, old *iptState, full bool, saves map[iptables.Table][]byte) (*iptState, error) {
+	s := r.s
+	st := &iptState{ports: make(map[string]*portRules, len(ports)),
+		global: map[iptables.Table]map[iptables.ChainName]uint64{iptables.TableNAT: {}, iptables.TableFilter: {}}}
+	r.stats.Ports = len(ports)
+	r.stats.Full = full
+
+	// nat: the masquerade chain first (port chains jump to it), then each
+	// rebuilt port's chains, then the shared chains that changed, then
+	// deletions and hooks.
+	natStart := r.buf.Len()
+	if err := r.buf.StartTable(iptables.TableNAT); err != nil {
+		return nil, err
+	}
+	if full {
+		if err := r.buf.DeclareChain(s.names.markMasq); err != nil {
+			return nil, err
+		}
+	}
+	ordered := make([]*portRules, 0, len(ports))
+	var stale []iptables.ChainName
 	for i := range ports {
 		p := &ports[i]
 		h := s.hasher.port(p)
-		pr := old[p.Key]
-		changed := pr == nil || pr.hash != h
-		if changed {
-			var err error
-			if pr, err = b.port(p); err != nil {
-				return nil, nil, err
-			}
-			pr.hash = h
+		prev := old.ports[p.Key]
+		if !full && prev != nil && prev.hash == h {
+			st.ports[p.Key] = prev
+			ordered = append(ordered, prev)
+			continue
 		}
-		byKey[p.Key] = pr
-		built = append(built, builtPort{rules: pr, changed: changed})
+		pr, chains, err := r.b.port(p)
+		if err != nil {
+			return nil, err
+		}
+		pr.hash = h
+		if err := r.chains(chains); err != nil {
+			return nil, err
+		}
+		r.stats.Changed++
+		st.ports[p.Key] = pr
+		ordered = append(ordered, pr)
+		if !full && prev != nil {
+			stale = append(stale, goneChains(prev.chains, pr.chains)...)
+		}
 	}
-	return byKey, built, nil
+	if !full {
+		for key, prev := range old.ports {
+			if st.ports[key] == nil {
+				stale = append(stale, prev.chains...)
+			}
+		}
+	}
+	natGlobal, fltGlobal := r.b.globalChains(ordered)
+	edits := []tableEdit{{table: iptables.TableNAT}, {table: iptables.TableFilter}}
+	if full && saves != nil {
+		desired := map[iptables.Table]map[iptables.ChainName]bool{iptables.TableNAT: {}, iptables.TableFilter: {}}
+		for _, pr := range ordered {
+			for _, c := range pr.chains {
+				desired[iptables.TableNAT][c] = true
+			}
+		}
+		for _, c := range natGlobal {
+			desired[iptables.TableNAT][c.Name] = true
+		}
+		for _, c := range fltGlobal {
+			desired[iptables.TableFilter][c.Name] = true
+		}
+		for i := range edits {
+			e := &edits[i]
+			e.delete = staleChains(iptables.ListChainNames(saves[e.table], s.cfg.Prefix), desired[e.table])
+			e.insert = missingHooks(saves[e.table], s.names.hooks(), e.table)
+		}
+	} else {
+		edits[0].delete = stale
+	}
+	for ti, globals := range [][]iptables.Chain{natGlobal, fltGlobal} {
+		e := &edits[ti]
+		tableStart := natStart
+		if ti == 1 {
+			tableStart = r.buf.Len()
+			if err := r.buf.StartTable(iptables.TableFilter); err != nil {
+				return nil, err
+			}
+		}
+		var changed []iptables.Chain
+		for _, c := range globals {
+			h, err := s.chainHash(r.fam, e.table, &c)
+			if err != nil {
+				return nil, err
+			}
+			st.global[e.table][c.Name] = h
+			if full || old.global[e.table][c.Name] != h {
+				changed = append(changed, c)
+			}
+		}
+		for i := range changed {
+			if full && e.table == iptables.TableNAT && changed[i].Name == s.names.markMasq {
+				continue // declared at the start of the table
+			}
+			if err := r.buf.DeclareChain(changed[i].Name); err != nil {
+				return nil, err
+			}
+		}
+		for i := range changed {
+			c := &changed[i]
+			for j := range c.Rules {
+				if err := r.buf.AppendRule(c.Name, &c.Rules[j]); err != nil {
+					return nil, fmt.Errorf("chain %s rule %d: %w", c.Name, j, err)
+				}
+			}
+			r.stats.Rules += len(c.Rules)
+		}
+		r.stats.ChainsWritten += len(changed)
+		for _, c := range e.delete {
+			if err := r.buf.DeclareChain(c); err != nil { // flush before -X
+				return nil, err
+			}
+		}
+		for i := len(e.insert) - 1; i >= 0; i-- { // each goes to position 1
+			if err := r.buf.InsertRule(e.insert[i].Chain, &e.insert[i].Rule); err != nil {
+				return nil, err
+			}
+		}
+		r.stats.Rules += len(e.insert)
+		for _, c := range e.delete {
+			if err := r.buf.DeleteChain(c); err != nil {
+				return nil, err
+			}
+		}
+		r.stats.ChainsDeleted += len(e.delete)
+		if err := r.buf.Commit(); err != nil {
+			return nil, err
+		}
+		// A table with nothing to do is left out of the restore.
+		nothing := len(changed) == 0 && len(e.delete) == 0 && len(e.insert) == 0
+		if nothing && (ti == 1 || r.stats.Changed == 0 && !full) {
+			r.buf.Truncate(tableStart)
+		}
+	}
+	st.valid = true
+	return st, nil
+}
+
+// goneChains returns the chains of prev that next does not have.
+func goneChains(prev, next []iptables.ChainName) []iptables.ChainName {
+	var out []iptables.ChainName
+	for _, c := range prev {
+		if !slices.Contains(next, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func (s *IPTables) syncFamily(ctx context.Context, fam lb.IPFamily, ports []Port, full bool) (IPTablesStats, error) {
 	st := s.state[fam]
 	eng := s.engines[fam]
 	full = full || !st.valid
-	stats := IPTablesStats{Family: fam, Full: full, Ports: len(ports)}
-
-	old := st.ports
+	var saves map[iptables.Table][]byte
 	if full {
-		old = nil
-	}
-	byKey, built, err := s.build(fam, ports, old)
-	if err != nil {
-		return stats, err
-	}
-	ordered := make([]*portRules, len(built))
-	for i, bp := range built {
-		ordered[i] = bp.rules
-		if bp.changed {
-			stats.Changed++
-		}
-	}
-	natGlobal, fltGlobal := newIPBuilder(s.cfg, fam, s.names).globalChains(ordered)
-
-	natSync := iptables.TableSync{Table: iptables.TableNAT}
-	fltSync := iptables.TableSync{Table: iptables.TableFilter}
-	newGlobal := map[iptables.Table]map[iptables.ChainName]uint64{
-		iptables.TableNAT: {}, iptables.TableFilter: {},
-	}
-	for _, g := range []struct {
-		ts     *iptables.TableSync
-		chains []iptables.Chain
-	}{{&natSync, natGlobal}, {&fltSync, fltGlobal}} {
-		for _, c := range g.chains {
-			h, err := s.chainHash(fam, g.ts.Table, &c)
+		saves = map[iptables.Table][]byte{}
+		for _, t := range []iptables.Table{iptables.TableNAT, iptables.TableFilter} {
+			save, err := eng.SaveText(ctx, t)
 			if err != nil {
-				return stats, err
+				return IPTablesStats{Family: fam, Full: full}, err
 			}
-			newGlobal[g.ts.Table][c.Name] = h
-			if full || st.global[g.ts.Table][c.Name] != h {
-				g.ts.Chains = append(g.ts.Chains, c)
-			}
+			saves[t] = save
 		}
 	}
-
-	// Per-port chains: all of them on a full sync, those of changed
-	// ports otherwise; chains of the old state that are gone are deleted.
-	desired := map[iptables.ChainName]bool{}
-	for _, pr := range ordered {
-		for _, c := range pr.chains {
-			desired[c.Name] = true
-		}
-	}
-	for _, bp := range built {
-		if full || bp.changed {
-			natSync.Chains = append(natSync.Chains, bp.rules.chains...)
-		}
-	}
-	if full {
-		for _, g := range natGlobal {
-			desired[g.Name] = true
-		}
-		fltDesired := map[iptables.ChainName]bool{}
-		for _, g := range fltGlobal {
-			fltDesired[g.Name] = true
-		}
-		// One iptables-save per table tells which of our chains exist
-		// (stale ones are deleted) and which hooks are missing (they are
-		// inserted by the same restore).
-		for _, tbl := range []struct {
-			ts      *iptables.TableSync
-			desired map[iptables.ChainName]bool
-		}{{&natSync, desired}, {&fltSync, fltDesired}} {
-			save, err := eng.SaveText(ctx, tbl.ts.Table)
-			if err != nil {
-				return stats, err
-			}
-			tbl.ts.Delete = staleChains(iptables.ListChainNames(save, s.cfg.Prefix), tbl.desired)
-			tbl.ts.Insert = missingHooks(save, s.names.hooks(), tbl.ts.Table)
-		}
-	} else {
-		for _, pr := range st.ports {
-			for _, c := range pr.chains {
-				if !desired[c.Name] {
-					natSync.Delete = append(natSync.Delete, c.Name)
-				}
-			}
-		}
-	}
-
-	sync := &iptables.Sync{Tables: []iptables.TableSync{natSync, fltSync}}
 	buf := s.bufs[fam]
 	buf.Reset()
-	if err := sync.Render(buf); err != nil {
-		return stats, err
+	if full {
+		buf.Grow(estimateSize(ports))
 	}
-	stats.ChainsWritten = len(natSync.Chains) + len(fltSync.Chains)
-	stats.ChainsDeleted = len(natSync.Delete) + len(fltSync.Delete)
-	stats.Rules = sync.NumRules()
-	stats.Bytes = buf.Len()
-	st.valid = false // until the restore and the hooks are known good
+	r := &renderer{s: s, fam: fam, buf: buf, b: newIPBuilder(s.cfg, fam, s.names), stats: IPTablesStats{Family: fam}}
+	next, err := r.render(ports, st, full, saves)
+	if err != nil {
+		return r.stats, err
+	}
+	r.stats.Bytes = buf.Len()
+	st.valid = false // until the restore is known good
 	if buf.Len() > 0 {
 		if err := eng.Restore(ctx, buf); err != nil {
-			return stats, err
+			return r.stats, err
 		}
 	}
-	st.ports = byKey
-	st.global = newGlobal
-	st.valid = true
-	return stats, nil
+	s.state[fam] = next
+	return r.stats, nil
+}
+
+// estimateSize guesses the restore text size of a full sync of ports, so
+// that the buffer grows once instead of doubling its way to tens of
+// megabytes: about 400 bytes per port and 330 per endpoint in a
+// kube-proxy-shaped ruleset.
+func estimateSize(ports []Port) int {
+	n := 4096
+	for i := range ports {
+		n += 400 + 330*len(ports[i].Endpoints.Reachable)
+	}
+	return n
 }
 
 func staleChains(existing []iptables.ChainName, desired map[iptables.ChainName]bool) []iptables.ChainName {
@@ -392,39 +498,27 @@ func missingHooks(save []byte, hooks []hook, t iptables.Table) []iptables.ChainR
 // Render returns, per family, the iptables-restore text a full sync of
 // services would apply, without touching the kernel or the syncer's state:
 // for dry runs, reviews and golden tests. (A real full sync also deletes
-// stale chains it finds in the kernel, and ensures the hooks.)
+// stale chains and inserts missing hooks, which it learns from the kernel.)
 func (s *IPTables) Render(services []ServiceEndpoints) (map[lb.IPFamily][]byte, error) {
 	plan, err := Compile(s.cfg, services)
 	if err != nil {
 		return nil, err
 	}
+	s.mu.Lock() // the hasher and the scratch buffer are shared with syncs
+	defer s.mu.Unlock()
 	out := map[lb.IPFamily][]byte{}
 	for _, fam := range []lb.IPFamily{lb.IPv4, lb.IPv6} {
 		if s.engines[fam] == nil {
 			continue
 		}
 		ports := plan.Family(fam)
-		b := newIPBuilder(s.cfg, fam, s.names)
-		var ordered []*portRules
-		natSync := iptables.TableSync{Table: iptables.TableNAT}
-		for i := range ports {
-			pr, err := b.port(&ports[i])
-			if err != nil {
-				return nil, err
-			}
-			ordered = append(ordered, pr)
-		}
-		natGlobal, fltGlobal := b.globalChains(ordered)
-		natSync.Chains = append(natSync.Chains, natGlobal...)
-		for _, pr := range ordered {
-			natSync.Chains = append(natSync.Chains, pr.chains...)
-		}
-		sync := &iptables.Sync{Tables: []iptables.TableSync{natSync, {Table: iptables.TableFilter, Chains: fltGlobal}}}
 		buf := iptables.NewBuffer(iptFamily(fam))
-		if err := sync.Render(buf); err != nil {
+		buf.Grow(estimateSize(ports))
+		r := &renderer{s: s, fam: fam, buf: buf, b: newIPBuilder(s.cfg, fam, s.names)}
+		if _, err := r.render(ports, &iptState{}, true, nil); err != nil {
 			return nil, err
 		}
-		out[fam] = append([]byte(nil), buf.Bytes()...)
+		out[fam] = buf.Bytes()
 	}
 	return out, nil
 }

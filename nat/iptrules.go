@@ -63,11 +63,13 @@ func newNames(cfg Config) (*names, error) {
 	return n, nil
 }
 
-// portRules is what one service port contributes to the ruleset: its own
-// nat chains, and the rules it adds to the shared chains.
+// portRules is what a sync remembers of one service port: the names of
+// its own nat chains, and the rules it adds to the shared chains. The rules
+// of its own chains are written straight into the restore buffer and not
+// kept: an unchanged port is not rendered again.
 type portRules struct {
 	hash   uint64
-	chains []iptables.Chain // SVC, SVL, EXT, FW and SEP chains (nat table)
+	chains []iptables.ChainName // SVC, SVL, EXT, FW and SEP chains (nat table)
 
 	natServices  []iptables.Rule // LBK-SERVICES (nat)
 	natNodePorts []iptables.Rule // LBK-NODEPORTS (nat)
@@ -77,6 +79,12 @@ type portRules struct {
 }
 
 // ipBuilder turns plan ports into iptables rules for one family.
+//
+// It is written to allocate little, because a cold sync of a large cluster
+// builds hundreds of thousands of rules: match lists are carved from shared
+// slabs, and values that many rules hold (the jump to the masquerade chain,
+// the probabilities of statistic matches, a port's comment) are boxed into
+// their interface once and reused.
 type ipBuilder struct {
 	cfg  Config
 	fam  lb.IPFamily
@@ -84,10 +92,20 @@ type ipBuilder struct {
 	host int // address bits of the family: 32 or 128
 
 	clusterCIDR netip.Prefix // of this family, if any
+
+	keepSlab []iptables.Match // matches of rules that outlive the sync (entries)
+	tmpSlab  []iptables.Match // matches of one port's own chains, reused per port
+	ruleSlab []iptables.Rule  // rules of one port's own chains, reused per port
+	chains   []iptables.Chain // one port's own chains, reused per port
+	toMasq   iptables.Target
+	stats    map[iptables.Probability]iptables.Match
 }
 
 func newIPBuilder(cfg Config, fam lb.IPFamily, n *names) *ipBuilder {
-	b := &ipBuilder{cfg: cfg, fam: fam, n: n, host: fam.Bits()}
+	b := &ipBuilder{cfg: cfg, fam: fam, n: n, host: fam.Bits(),
+		toMasq: iptables.Jump{Chain: n.markMasq},
+		stats:  map[iptables.Probability]iptables.Match{},
+	}
 	for _, p := range cfg.ClusterCIDRs {
 		if fam.Matches(p.Addr()) {
 			b.clusterCIDR = p
@@ -95,6 +113,47 @@ func newIPBuilder(cfg Config, fam lb.IPFamily, n *names) *ipBuilder {
 		}
 	}
 	return b
+}
+
+// carve appends ms to *slab and returns them as a slice with its capacity
+// capped, so that an append by the caller cannot overwrite the neighbour. A
+// full slab is replaced, never grown, so slices handed out stay valid.
+func carve(slab *[]iptables.Match, ms []iptables.Match) []iptables.Match {
+	if len(*slab)+len(ms) > cap(*slab) {
+		*slab = make([]iptables.Match, 0, max(4096, len(ms)))
+	}
+	start := len(*slab)
+	*slab = append(*slab, ms...)
+	return (*slab)[start:len(*slab):len(*slab)]
+}
+
+// matches holds the matches of a rule of the current port's own chains;
+// they are reused by the next port.
+func (b *ipBuilder) matches(ms ...iptables.Match) []iptables.Match { return carve(&b.tmpSlab, ms) }
+
+// kmatches holds the matches of a rule that is kept across syncs.
+func (b *ipBuilder) kmatches(ms ...iptables.Match) []iptables.Match { return carve(&b.keepSlab, ms) }
+
+// rules returns an empty slice with room for n rules of the current port's
+// own chains, reused by the next port.
+func (b *ipBuilder) rules(n int) []iptables.Rule {
+	if len(b.ruleSlab)+n > cap(b.ruleSlab) {
+		b.ruleSlab = make([]iptables.Rule, 0, max(1024, n))
+	}
+	start := len(b.ruleSlab)
+	b.ruleSlab = b.ruleSlab[:start+n]
+	return b.ruleSlab[start : start : start+n]
+}
+
+// statistic returns the boxed statistic match of probability p, shared by
+// every rule that uses it.
+func (b *ipBuilder) statistic(p iptables.Probability) iptables.Match {
+	m, ok := b.stats[p]
+	if !ok {
+		m = iptables.Statistic{Probability: p}
+		b.stats[p] = m
+	}
+	return m
 }
 
 func (b *ipBuilder) hostPrefix(a netip.Addr) iptables.Addr {
@@ -107,30 +166,40 @@ func proto(p lb.Protocol) iptables.ProtoMatch {
 
 func dport(port uint16) iptables.Ports { return iptables.Ports{Dst: iptables.Port(port)} }
 
-// frontendRule matches traffic to addr:port of the port's protocol.
+// frontendRule matches traffic to addr:port of the port's protocol. Its
+// matches are kept: frontend rules go into the shared chains.
 func (b *ipBuilder) frontendRule(p *Port, addr netip.Addr, port uint16, comment string, target iptables.Target) iptables.Rule {
 	return iptables.Rule{
 		Dst:     b.hostPrefix(addr),
 		Proto:   proto(p.Name.Protocol),
-		Matches: []iptables.Match{iptables.Comment(comment), dport(port)},
+		Matches: b.kmatches(iptables.Comment(comment), dport(port)),
 		Target:  target,
 	}
 }
 
 func (b *ipBuilder) jump(c iptables.ChainName) iptables.Target { return iptables.Jump{Chain: c} }
 
-// port builds the rules of one service port.
-func (b *ipBuilder) port(p *Port) (*portRules, error) {
+// sepInfo is what the rules of one endpoint share.
+type sepInfo struct {
+	chain  iptables.ChainName
+	jump   iptables.Target // Jump{chain}, boxed once
+	arrow  iptables.Match  // Comment("ns/svc:port -> addr:port"), boxed once
+	weight uint32
+	used   bool // some list in use sends traffic to it
+}
+
+// port builds the rules of one service port: the entries it adds to the
+// shared chains (kept in the result) and its own chains, returned in a
+// slice that is valid until the next call.
+func (b *ipBuilder) port(p *Port) (*portRules, []iptables.Chain, error) {
+	b.tmpSlab, b.ruleSlab, b.chains = b.tmpSlab[:0], b.ruleSlab[:0], b.chains[:0]
 	n := b.n
 	proto := p.Name.Protocol.Lower()
 	key := p.Name.String()
 	svcChain, err := n.namer.Name(kindSVC, key, proto)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	svlChain, _ := n.namer.Name(kindSVL, key, proto)
-	extChain, _ := n.namer.Name(kindEXT, key, proto)
-	fwChain, _ := n.namer.Name(kindFW, key, proto)
 	sel := &p.Endpoints
 	comment := p.Comment()
 	pr := &portRules{}
@@ -140,15 +209,43 @@ func (b *ipBuilder) port(p *Port) (*portRules, error) {
 	usesSVL := sel.InternalVerdict == lb.VerdictForward && p.InternalPolicy == lb.TrafficPolicyLocal ||
 		sel.ExternalVerdict == lb.VerdictForward && p.ExternalPolicy == lb.TrafficPolicyLocal
 	usesEXT := sel.ExternalVerdict == lb.VerdictForward
-
-	sepOf := map[netip.AddrPort]iptables.ChainName{}
-	sep := func(t lb.Target) iptables.ChainName {
-		if c, ok := sepOf[t.AddrPort]; ok {
-			return c
+	var svlChain, extChain, fwChain iptables.ChainName
+	if usesSVL || p.InternalPolicy == lb.TrafficPolicyLocal {
+		svlChain, _ = n.namer.Name(kindSVL, key, proto)
+	}
+	if usesEXT {
+		extChain, _ = n.namer.Name(kindEXT, key, proto)
+		if p.RestrictSources {
+			fwChain, _ = n.namer.Name(kindFW, key, proto)
 		}
-		c, _ := n.namer.Name(kindSEP, key, proto, t.String())
-		sepOf[t.AddrPort] = c
-		return c
+	}
+
+	// One entry per reachable endpoint, in the order of Reachable (sorted
+	// by address, as are the Cluster and Local lists it is the union of).
+	seps := make([]sepInfo, len(sel.Reachable))
+	for i, t := range sel.Reachable {
+		ts := t.String()
+		c, err := n.namer.Name(kindSEP, key, proto, ts)
+		if err != nil {
+			return nil, nil, err
+		}
+		seps[i] = sepInfo{chain: c, jump: iptables.Jump{Chain: c}, arrow: iptables.Comment(comment + " -> " + ts), weight: t.Weight}
+	}
+	// sepsOf returns the entries of targets, a sorted subset of Reachable.
+	sepsOf := func(targets []lb.Target) []*sepInfo {
+		out := make([]*sepInfo, 0, len(targets))
+		j := 0
+		for _, t := range targets {
+			for j < len(sel.Reachable) && sel.Reachable[j].AddrPort != t.AddrPort {
+				j++
+			}
+			if j == len(sel.Reachable) {
+				break // not reachable: cannot happen with lb's selection
+			}
+			seps[j].used = true
+			out = append(out, &seps[j])
+		}
+		return out
 	}
 
 	// Entry rules in the shared chains, frontend by frontend.
@@ -156,7 +253,6 @@ func (b *ipBuilder) port(p *Port) (*portRules, error) {
 	if p.InternalPolicy == lb.TrafficPolicyLocal {
 		internalChain = svlChain
 	}
-	extEntry := extChain
 	for _, f := range p.Frontends {
 		if !f.Intercept() {
 			continue // ipMode Proxy: the node must not touch this address
@@ -173,7 +269,7 @@ func (b *ipBuilder) port(p *Port) (*portRules, error) {
 			}
 		case lb.FrontendExternalIP, lb.FrontendLoadBalancer:
 			what := " external IP"
-			entry := extEntry
+			entry := extChain
 			if f.Kind == lb.FrontendLoadBalancer {
 				what = " loadbalancer IP"
 				if p.RestrictSources {
@@ -196,7 +292,7 @@ func (b *ipBuilder) port(p *Port) (*portRules, error) {
 			rule := iptables.Rule{Proto: iptables.ProtoMatch{Proto: iptables.Protocol(proto)}}
 			switch sel.ExternalVerdict {
 			case lb.VerdictForward:
-				rule.Matches = []iptables.Match{iptables.Comment(comment), dport(f.Port)}
+				rule.Matches = b.kmatches(iptables.Comment(comment), dport(f.Port))
 				rule.Target = b.jump(extChain)
 				pr.natNodePorts = append(pr.natNodePorts, rule)
 			case lb.VerdictReject, lb.VerdictDrop:
@@ -204,7 +300,7 @@ func (b *ipBuilder) port(p *Port) (*portRules, error) {
 				if sel.ExternalVerdict == lb.VerdictDrop {
 					c, t = comment+" has no local endpoints", iptables.Drop
 				}
-				rule.Matches = []iptables.Match{iptables.Comment(c), iptables.AddrType{Dst: iptables.AddrLocal}, dport(f.Port)}
+				rule.Matches = b.kmatches(iptables.Comment(c), iptables.AddrType{Dst: iptables.AddrLocal}, dport(f.Port))
 				rule.Target = t
 				pr.fltExternal = append(pr.fltExternal, rule)
 			}
@@ -214,121 +310,143 @@ func (b *ipBuilder) port(p *Port) (*portRules, error) {
 	// The per-port chains.
 	if usesSVC {
 		ch := iptables.Chain{Name: svcChain}
+		var masq *iptables.Rule
 		if cip, ok := clusterIPOf(p); ok && sel.InternalVerdict == lb.VerdictForward && p.InternalPolicy == lb.TrafficPolicyCluster {
 			switch {
 			case b.cfg.MasqueradeAll:
-				r := b.frontendRule(p, cip, p.Port, comment+" cluster IP", b.jump(n.markMasq))
-				ch.Rules = append(ch.Rules, r)
+				r := b.frontendRule(p, cip, p.Port, comment+" cluster IP", b.toMasq)
+				masq = &r
 			case b.clusterCIDR.IsValid():
-				r := b.frontendRule(p, cip, p.Port, comment+" cluster IP", b.jump(n.markMasq))
+				r := b.frontendRule(p, cip, p.Port, comment+" cluster IP", b.toMasq)
 				r.Src = iptables.Addr{Prefix: b.clusterCIDR, Invert: true}
-				ch.Rules = append(ch.Rules, r)
+				masq = &r
 			}
 		}
-		rules, err := b.balance(p, sel.Cluster, sep)
-		if err != nil {
-			return nil, err
+		if ch.Rules, err = b.balance(p, sepsOf(sel.Cluster), masq); err != nil {
+			return nil, nil, err
 		}
-		ch.Rules = append(ch.Rules, rules...)
-		pr.chains = append(pr.chains, ch)
+		b.chains = append(b.chains, ch)
 	}
 	if usesSVL {
-		rules, err := b.balance(p, sel.Local, sep)
+		rules, err := b.balance(p, sepsOf(sel.Local), nil)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		pr.chains = append(pr.chains, iptables.Chain{Name: svlChain, Rules: rules})
+		b.chains = append(b.chains, iptables.Chain{Name: svlChain, Rules: rules})
 	}
 	if usesEXT {
 		ch := iptables.Chain{Name: extChain}
+		svcJump := b.jump(svcChain)
 		if p.ExternalPolicy == lb.TrafficPolicyCluster {
-			ch.Rules = append(ch.Rules,
-				iptables.Rule{Matches: []iptables.Match{iptables.Comment("masquerade traffic for " + comment + " external destinations")}, Target: b.jump(n.markMasq)},
-				iptables.Rule{Target: b.jump(svcChain)},
+			ch.Rules = append(b.rules(2),
+				iptables.Rule{Matches: b.matches(iptables.Comment("masquerade traffic for " + comment + " external destinations")), Target: b.toMasq},
+				iptables.Rule{Target: svcJump},
 			)
 		} else {
+			ch.Rules = b.rules(4)
 			if b.clusterCIDR.IsValid() {
 				ch.Rules = append(ch.Rules, iptables.Rule{
 					Src:     iptables.Addr{Prefix: b.clusterCIDR},
-					Matches: []iptables.Match{iptables.Comment("pod traffic for " + comment + " external destinations")},
-					Target:  b.jump(svcChain),
+					Matches: b.matches(iptables.Comment("pod traffic for " + comment + " external destinations")),
+					Target:  svcJump,
 				})
 			}
 			local := iptables.AddrType{Src: iptables.AddrLocal}
 			ch.Rules = append(ch.Rules,
-				iptables.Rule{Matches: []iptables.Match{iptables.Comment("masquerade LOCAL traffic for " + comment + " external destinations"), local}, Target: b.jump(n.markMasq)},
-				iptables.Rule{Matches: []iptables.Match{iptables.Comment("route LOCAL traffic for " + comment + " external destinations"), local}, Target: b.jump(svcChain)},
+				iptables.Rule{Matches: b.matches(iptables.Comment("masquerade LOCAL traffic for "+comment+" external destinations"), local), Target: b.toMasq},
+				iptables.Rule{Matches: b.matches(iptables.Comment("route LOCAL traffic for "+comment+" external destinations"), local), Target: svcJump},
 				iptables.Rule{Target: b.jump(svlChain)},
 			)
 		}
-		pr.chains = append(pr.chains, ch)
-		if p.RestrictSources && sel.ExternalVerdict == lb.VerdictForward && len(p.FrontendsOf(lb.FrontendLoadBalancer)) > 0 {
-			fw := iptables.Chain{Name: fwChain}
+		b.chains = append(b.chains, ch)
+		if fwChain != "" {
+			fw := iptables.Chain{Name: fwChain, Rules: b.rules(len(p.SourceRanges))}
+			lbComment := iptables.Match(iptables.Comment(comment + " loadbalancer IP"))
+			extJump := b.jump(extChain)
 			for _, src := range p.SourceRanges {
 				fw.Rules = append(fw.Rules, iptables.Rule{
 					Src:     iptables.Addr{Prefix: src.Masked()},
-					Matches: []iptables.Match{iptables.Comment(comment + " loadbalancer IP")},
-					Target:  b.jump(extChain),
+					Matches: b.matches(lbComment),
+					Target:  extJump,
 				})
 			}
-			pr.chains = append(pr.chains, fw)
+			b.chains = append(b.chains, fw)
 		}
 	}
 
-	// One SEP chain per endpoint some list uses, in address order.
-	for _, t := range sel.Reachable {
-		c, ok := sepOf[t.AddrPort]
-		if !ok {
-			continue // reachable through no list in use (e.g. only in Local, unused)
+	// One SEP chain per endpoint some list in use sends traffic to, in
+	// address order.
+	portComment := iptables.Match(iptables.Comment(comment))
+	protoMatch := iptables.ProtoMatch{Proto: iptables.Protocol(proto)}
+	sepRules := b.rules(2 * len(seps))
+	for i := range seps {
+		sp := &seps[i]
+		if !sp.used {
+			continue
 		}
+		t := sel.Reachable[i]
 		dnat := iptables.Rule{
-			Proto:  iptables.ProtoMatch{Proto: iptables.Protocol(proto)},
-			Target: iptables.DNAT{Addr: t.AddrPort.Addr(), Ports: iptables.Port(t.AddrPort.Port())},
+			Proto:   protoMatch,
+			Matches: b.matches(portComment),
+			Target:  iptables.DNAT{Addr: t.AddrPort.Addr(), Ports: iptables.Port(t.AddrPort.Port())},
 		}
-		dnat.Matches = []iptables.Match{iptables.Comment(comment)}
 		if p.Affinity.Enabled() {
-			dnat.Matches = append(dnat.Matches, iptables.Recent{Mode: iptables.RecentSet, Name: string(c)})
+			dnat.Matches = b.matches(portComment, iptables.Recent{Mode: iptables.RecentSet, Name: string(sp.chain)})
 		}
-		pr.chains = append(pr.chains, iptables.Chain{Name: c, Rules: []iptables.Rule{
-			{Src: b.hostPrefix(t.AddrPort.Addr()), Matches: []iptables.Match{iptables.Comment(comment)}, Target: b.jump(n.markMasq)},
-			dnat,
-		}})
+		start := len(sepRules)
+		sepRules = append(sepRules,
+			iptables.Rule{Src: b.hostPrefix(t.AddrPort.Addr()), Matches: dnat.Matches[:1:1], Target: b.toMasq},
+			dnat)
+		b.chains = append(b.chains, iptables.Chain{Name: sp.chain, Rules: sepRules[start:len(sepRules):len(sepRules)]})
 	}
-	return pr, nil
+	pr.chains = make([]iptables.ChainName, len(b.chains))
+	for i := range b.chains {
+		pr.chains[i] = b.chains[i].Name
+	}
+	return pr, b.chains, nil
 }
 
-// balance writes the rules that spread new connections over targets:
-// ClientIP affinity checks first, then the statistic chain.
-func (b *ipBuilder) balance(p *Port, targets []lb.Target, sep func(lb.Target) iptables.ChainName) ([]iptables.Rule, error) {
-	if len(targets) == 0 {
-		return nil, nil
-	}
-	comment := p.Comment()
-	var rules []iptables.Rule
+// balance writes the rules of a service chain: first (optionally) the
+// masquerade rule, then the ClientIP affinity checks, then the statistic
+// chain that spreads new connections over the endpoints by weight.
+func (b *ipBuilder) balance(p *Port, seps []*sepInfo, first *iptables.Rule) ([]iptables.Rule, error) {
+	n := len(seps)
 	if p.Affinity.Enabled() {
-		for _, t := range targets {
-			c := sep(t)
+		n *= 2
+	}
+	if first != nil {
+		n++
+	}
+	rules := b.rules(n)
+	if first != nil {
+		rules = append(rules, *first)
+	}
+	if len(seps) == 0 {
+		return rules, nil
+	}
+	if p.Affinity.Enabled() {
+		timeout := uint32(p.Affinity.Timeout())
+		for _, sp := range seps {
 			rules = append(rules, iptables.Rule{
-				Matches: []iptables.Match{
-					iptables.Comment(comment + " -> " + t.String()),
-					iptables.Recent{Mode: iptables.RecentCheck, Seconds: uint32(p.Affinity.Timeout()), Reap: true, Name: string(c)},
-				},
-				Target: b.jump(c),
+				Matches: b.matches(sp.arrow, iptables.Recent{Mode: iptables.RecentCheck, Seconds: timeout, Reap: true, Name: string(sp.chain)}),
+				Target:  sp.jump,
 			})
 		}
 	}
-	weights := make([]uint32, len(targets))
-	for i, t := range targets {
-		weights[i] = t.Weight
+	weights := make([]uint32, len(seps))
+	for i, sp := range seps {
+		weights[i] = sp.weight
 	}
 	probs, err := lb.ProbabilityChain(weights)
 	if err != nil {
 		return nil, fmt.Errorf("nat: %s: %w", p.Key, err)
 	}
-	for i, t := range targets {
-		r := iptables.Rule{Matches: []iptables.Match{iptables.Comment(comment + " -> " + t.String())}, Target: b.jump(sep(t))}
+	for i, sp := range seps {
+		r := iptables.Rule{Target: sp.jump}
 		if i < len(probs) {
-			r.Matches = append(r.Matches, iptables.Statistic{Probability: iptables.Probability(probs[i].Fixed())})
+			r.Matches = b.matches(sp.arrow, b.statistic(iptables.Probability(probs[i].Fixed())))
+		} else {
+			r.Matches = b.matches(sp.arrow)
 		}
 		rules = append(rules, r)
 	}
