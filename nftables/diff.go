@@ -24,6 +24,8 @@ func Diff(old, new *Ruleset) *Transaction {
 
 	oldC, newC := chainIndex(old), chainIndex(new)
 	oldS, newS := setIndex(old), setIndex(new)
+	oldCN, newCN := sortedKeys(oldC), sortedKeys(newC)
+	oldSN, newSN := sortedKeys(oldS), sortedKeys(newS)
 
 	recreate := map[string]bool{}
 	for name, ns := range newS {
@@ -56,7 +58,7 @@ func Diff(old, new *Ruleset) *Transaction {
 		tx.DeleteChain(name)
 	}
 	// 2. New chains, so that jumps and verdict map elements can target them.
-	for _, name := range sortedKeys(newC) {
+	for _, name := range newCN {
 		if _, ok := oldC[name]; !ok || rebase[name] {
 			def := Chain{Name: name, Base: newC[name].Base}
 			tx.ops = append(tx.ops, op{kind: opAddChain, name: name, chain: &def})
@@ -65,7 +67,7 @@ func Diff(old, new *Ruleset) *Transaction {
 	// 3. New sets, empty: their elements come after the rules (binding a
 	// map to a rule walks the elements it holds).
 	adds := map[string][]Element{}
-	for _, name := range sortedKeys(newS) {
+	for _, name := range newSN {
 		if _, ok := oldS[name]; !ok {
 			def := *newS[name]
 			def.Elements = nil
@@ -75,7 +77,7 @@ func Diff(old, new *Ruleset) *Transaction {
 	}
 	// 4. Flush chains to rewrite and chains to delete: drops their
 	// references to sets and chains.
-	for _, name := range sortedKeys(oldC) {
+	for _, name := range oldCN {
 		if rewrite[name] {
 			tx.FlushChain(name)
 		} else if _, ok := newC[name]; !ok && len(oldC[name].Rules) > 0 {
@@ -84,7 +86,7 @@ func Diff(old, new *Ruleset) *Transaction {
 	}
 	// 5. Element deletions (before chain deletions: a verdict map element
 	// may be the last reference to a chain).
-	for _, name := range sortedKeys(newS) {
+	for _, name := range newSN {
 		ns := newS[name]
 		os, ok := oldS[name]
 		if !ok || recreate[name] || ns.Dynamic {
@@ -95,7 +97,7 @@ func Diff(old, new *Ruleset) *Transaction {
 		adds[name] = add
 	}
 	// 6. Sets that go away or are recreated.
-	for _, name := range sortedKeys(oldS) {
+	for _, name := range oldSN {
 		if _, ok := newS[name]; !ok || recreate[name] {
 			tx.DeleteSet(name)
 		}
@@ -107,7 +109,7 @@ func Diff(old, new *Ruleset) *Transaction {
 		}
 	}
 	// 7. Rules of new, rebased and rewritten chains.
-	for _, name := range sortedKeys(newC) {
+	for _, name := range newCN {
 		_, existed := oldC[name]
 		if !existed || rewrite[name] || rebase[name] {
 			c := newC[name]
@@ -121,7 +123,7 @@ func Diff(old, new *Ruleset) *Transaction {
 		tx.AddElements(name, adds[name]...)
 	}
 	// 9. Chains that go away.
-	for _, name := range sortedKeys(oldC) {
+	for _, name := range oldCN {
 		if _, ok := newC[name]; !ok {
 			tx.DeleteChain(name)
 		}
@@ -176,6 +178,9 @@ func sameRules(a, b []Rule) bool {
 	if len(a) != len(b) {
 		return false
 	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true // the same slice: a caller that reuses unchanged parts pays nothing
+	}
 	for i := range a {
 		if a[i].String() != b[i].String() {
 			return false
@@ -225,6 +230,9 @@ func setRef(s Stmt) string {
 // An element whose key stays but whose data, timeout or comment changes is
 // in both lists.
 func diffElements(old, new []Element) (del, add []Element) {
+	if len(old) == len(new) && (len(old) == 0 || &old[0] == &new[0]) {
+		return nil, nil // the same slice
+	}
 	oldByKey := make(map[string]*Element, len(old))
 	for i := range old {
 		oldByKey[old[i].keyString()] = &old[i]

@@ -492,12 +492,19 @@ func (e *Engine) Reconcile(ctx context.Context, desired *Ruleset) (*Transaction,
 
 func (e *Engine) sync(ctx context.Context, desired *Ruleset) (*Transaction, error) {
 	start := time.Now()
-	tx, old, err := plan(e.t, e.state, desired, func() (*Ruleset, error) { return e.read(ctx) })
+	var known *schema
+	if e.state != nil {
+		known = e.defs
+	}
+	tx, old, err := plan(e.t, e.state, known, desired, func() (*Ruleset, error) { return e.read(ctx) })
 	if err != nil {
 		return nil, err
 	}
 	if !tx.Empty() {
-		if err := e.send(ctx, tx, newSchema(e.t, old), start); err != nil {
+		if known == nil {
+			known = newSchema(e.t, old)
+		}
+		if err := e.send(ctx, tx, known, start); err != nil {
 			return tx, err
 		}
 	}
@@ -507,24 +514,32 @@ func (e *Engine) sync(ctx context.Context, desired *Ruleset) (*Transaction, erro
 }
 
 // plan returns the transaction that takes the table from state (the
-// ruleset last applied) to desired, and the ruleset it diffed against.
-// When state is nil it reads the table and diffs its canonical form.
-func plan(t Table, state, desired *Ruleset, read func() (*Ruleset, error)) (*Transaction, *Ruleset, error) {
+// ruleset last applied, whose definitions sc holds) to desired, and the
+// ruleset it diffed against. When state is nil it validates desired, reads
+// the table and diffs against its canonical form. When state is known it
+// validates only the difference: what did not change was valid when it
+// was applied, and the kernel refuses a batch that breaks a reference
+// (a set deleted while an unchanged rule uses it) as a whole.
+func plan(t Table, state *Ruleset, sc *schema, desired *Ruleset, read func() (*Ruleset, error)) (*Transaction, *Ruleset, error) {
+	if state != nil && sc != nil {
+		tx := Diff(state, desired)
+		if err := validateTx(sc, tx); err != nil {
+			return nil, nil, err
+		}
+		return tx, state, nil
+	}
 	if err := Validate(t, desired); err != nil {
 		return nil, nil, err
 	}
-	old, want := state, desired
-	if old == nil {
-		cur, err := read()
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return nil, nil, err
-		}
-		old = cur
-		if want, err = Canonical(t, desired); err != nil {
-			return nil, nil, err
-		}
+	cur, err := read()
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, nil, err
 	}
-	return Diff(old, want), old, nil
+	want, err := Canonical(t, desired)
+	if err != nil {
+		return nil, nil, err
+	}
+	return Diff(cur, want), cur, nil
 }
 
 // Read implements Interface.

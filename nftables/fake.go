@@ -83,7 +83,11 @@ func (f *Fake) sync(ctx context.Context, desired *Ruleset) (*Transaction, error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	tx, _, err := plan(f.m.t, f.state, desired, f.read)
+	var sc *schema
+	if f.state != nil {
+		sc = f.m.schema()
+	}
+	tx, _, err := plan(f.m.t, f.state, sc, desired, f.read)
 	if err != nil {
 		return nil, err
 	}
