@@ -7,100 +7,170 @@ import (
 )
 
 const (
-	// spawnDelay is how long a due check waits for a busy worker to free
-	// up before the pool starts another worker for it. Checks that finish
-	// quickly (a loopback or LAN handshake) are then served by a handful
-	// of workers even when many fall due at once; checks that hang until
-	// their timeout make the pool grow within a few milliseconds.
+	// spawnDelay is how long due checks may wait for a busy worker to free
+	// up before the pool starts another worker. Checks that finish quickly
+	// (a loopback or LAN handshake) are then served by a handful of
+	// workers even when many fall due at once; checks that hang until
+	// their timeout make the pool grow by a worker a millisecond.
 	spawnDelay = time.Millisecond
 	// workerIdle is how long a worker waits without work before it exits,
 	// so that the pool shrinks back after a burst of slow checks.
 	workerIdle = 5 * time.Second
+	// fanout is how many idle workers a worker wakes when it takes a check
+	// and more are queued.
+	fanout = 2
 )
 
 // pool runs jobs on worker goroutines. It starts with none, grows up to max
-// when jobs find no idle worker, and shrinks as workers stay idle. Idle
-// workers are reused last-in first-out, so that the surplus after a burst
-// really is idle and exits, and the busy few keep warm stacks.
+// while jobs wait, and shrinks as workers stay idle.
 //
-// submit is called by one goroutine (the scheduler).
+// Jobs go into a queue. submit wakes at most one idle worker; a worker that
+// takes a job wakes up to fanout more while jobs remain. Waking is thus
+// spread over the workers, and over the Ps they run on, instead of every
+// worker being readied by the scheduler's goroutine onto the scheduler's P,
+// where they queue behind each other when the host preempts that thread.
+// Idle workers are reused last-in first-out, so that the surplus after a
+// burst really is idle and exits, and the busy few keep warm stacks.
+//
+// The caller bounds the number of queued and running jobs to max, so
+// submit never blocks.
 type pool struct {
 	max       int
 	run       func(job)
 	idleAfter time.Duration // workerIdle, but for tests
 
-	mu    sync.Mutex
-	idle  []*worker // a stack: the most recently freed last
-	n     int       // workers alive
-	freed chan struct{}
-	quit  chan struct{}
-	wg    sync.WaitGroup
-	timer *time.Timer // submit's, for spawnDelay
+	mu     sync.Mutex
+	queue  []job // queue[head:] are waiting; reset to empty when drained
+	head   int
+	idle   []*worker // a stack: the most recently freed last
+	waking int       // workers woken that have not yet looked at the queue
+	n      int       // workers alive
+	grow   *time.Timer
+	armed  bool // grow is pending
+	closed bool
+	wg     sync.WaitGroup
 }
 
 type worker struct {
-	jobs chan job // capacity 1: a handover never blocks
+	wake chan struct{} // capacity 1
 }
 
 func newPool(max int, run func(job)) *pool {
-	return &pool{max: max, run: run, idleAfter: workerIdle, freed: make(chan struct{}, 1), quit: make(chan struct{})}
+	p := &pool{max: max, run: run, idleAfter: workerIdle}
+	p.grow = time.AfterFunc(time.Hour, p.growIfStuck)
+	p.grow.Stop()
+	return p
 }
 
-// submit hands j to an idle worker, waiting for one at most spawnDelay
-// before starting a new one while fewer than max run.
+// submit queues j and makes sure a worker will take it.
 func (p *pool) submit(j job) {
-	waited := false
-	for {
-		p.mu.Lock()
-		if k := len(p.idle); k > 0 {
-			w := p.idle[k-1]
-			p.idle[k-1] = nil
-			p.idle = p.idle[:k-1]
-			p.mu.Unlock()
-			w.jobs <- j
-			return
-		}
-		if p.n == 0 || waited && p.n < p.max {
-			p.n++
-			p.mu.Unlock()
-			p.wg.Add(1)
-			go p.work(&worker{jobs: make(chan job, 1)}, j)
-			return
-		}
-		p.mu.Unlock()
-		if p.timer == nil {
-			p.timer = time.NewTimer(spawnDelay)
-		} else {
-			p.timer.Reset(spawnDelay)
-		}
-		select {
-		case <-p.freed:
-			p.timer.Stop()
-		case <-p.timer.C:
-			waited = true
-		}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.head > 32 && p.head > len(p.queue)/2 {
+		// Never drained for a while: reclaim the taken prefix.
+		n := copy(p.queue, p.queue[p.head:])
+		clear(p.queue[n:])
+		p.queue, p.head = p.queue[:n], 0
+	}
+	p.queue = append(p.queue, j)
+	switch {
+	case p.waking > 0:
+		// A woken worker will take it, and wake others if needed.
+	case len(p.idle) > 0:
+		p.wakeLocked()
+	case p.n == 0:
+		p.spawnLocked()
+	default:
+		p.armLocked()
 	}
 }
 
-func (p *pool) work(w *worker, j job) {
+// wakeLocked wakes the most recently idle worker.
+func (p *pool) wakeLocked() {
+	k := len(p.idle) - 1
+	w := p.idle[k]
+	p.idle[k] = nil
+	p.idle = p.idle[:k]
+	p.waking++
+	w.wake <- struct{}{}
+}
+
+func (p *pool) spawnLocked() {
+	p.n++
+	p.waking++
+	p.wg.Add(1)
+	go p.work(&worker{wake: make(chan struct{}, 1)})
+}
+
+// armLocked schedules growIfStuck, so that jobs every worker is too busy
+// to take get a new worker after spawnDelay.
+func (p *pool) armLocked() {
+	if !p.armed && !p.closed {
+		p.armed = true
+		p.grow.Reset(spawnDelay)
+	}
+}
+
+func (p *pool) growIfStuck() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.armed = false
+	if p.closed || p.pending() <= p.waking {
+		return
+	}
+	switch {
+	case len(p.idle) > 0:
+		p.wakeLocked()
+	case p.n < p.max:
+		p.spawnLocked()
+	default:
+		return // every worker is busy; each takes the next job when done
+	}
+	if p.pending() > p.waking {
+		p.armLocked()
+	}
+}
+
+func (p *pool) pending() int { return len(p.queue) - p.head }
+
+func (p *pool) work(w *worker) {
 	defer p.wg.Done()
 	idle := time.NewTimer(p.idleAfter)
 	defer idle.Stop()
+	p.mu.Lock()
+	p.waking-- // spawned, as if woken
 	for {
-		p.run(j)
-		p.mu.Lock()
+		if p.pending() > 0 {
+			j := p.queue[p.head]
+			p.queue[p.head] = job{}
+			if p.head++; p.head == len(p.queue) {
+				p.queue, p.head = p.queue[:0], 0
+			}
+			for i := 0; i < fanout && p.pending() > p.waking && len(p.idle) > 0; i++ {
+				p.wakeLocked()
+			}
+			if p.pending() > p.waking {
+				p.armLocked()
+			}
+			p.mu.Unlock()
+			p.run(j)
+			p.mu.Lock()
+			continue
+		}
+		if p.closed {
+			p.n--
+			p.mu.Unlock()
+			return
+		}
 		p.idle = append(p.idle, w)
 		p.mu.Unlock()
-		select {
-		case p.freed <- struct{}{}:
-		default:
-		}
 		idle.Reset(p.idleAfter)
 		select {
-		case j = <-w.jobs:
+		case <-w.wake:
+			p.mu.Lock()
+			p.waking--
 			continue
 		case <-idle.C:
-		case <-p.quit:
 		}
 		p.mu.Lock()
 		if i := slices.Index(p.idle, w); i >= 0 {
@@ -109,20 +179,25 @@ func (p *pool) work(w *worker, j job) {
 			p.mu.Unlock()
 			return
 		}
+		// Woken while timing out: a wake is in w.wake.
 		p.mu.Unlock()
-		// submit took us off the stack and is handing a job over.
-		j = <-w.jobs
+		<-w.wake
+		p.mu.Lock()
+		p.waking--
 	}
 }
 
-// stop makes every worker exit once its current job is done and waits for
+// stop lets every worker finish the queued jobs and exit, and waits for
 // them. submit must not be called any more.
 func (p *pool) stop() {
-	close(p.quit)
-	p.wg.Wait()
-	if p.timer != nil {
-		p.timer.Stop()
+	p.mu.Lock()
+	p.closed = true
+	p.grow.Stop()
+	for len(p.idle) > 0 {
+		p.wakeLocked()
 	}
+	p.mu.Unlock()
+	p.wg.Wait()
 }
 
 func (p *pool) workers() int {
