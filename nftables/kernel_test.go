@@ -105,15 +105,45 @@ func normalizeListing(s string) string {
 	})
 }
 
+// TestKernelRenderedScriptsLoad checks every rendered script and golden
+// file with `nft -c -f`: whole-table scripts in an empty namespace, delta
+// scripts on top of the sample table applied through netlink.
 func TestKernelRenderedScriptsLoad(t *testing.T) {
 	_, h := kernelHost(t)
 	rs := sampleRuleset()
 	for name, script := range map[string]string{
 		"declarative": Render(testTable, rs),
 		"full":        Full(rs).Render(testTable),
+		"create":      Create(rs).Render(testTable),
 	} {
 		if out, err := nftFile(t, h, script, "-c"); err != nil {
 			t.Errorf("%s script does not load with nft -c: %v\n%s", name, err, out)
+		}
+	}
+	files, err := filepath.Glob("testdata/*.nft")
+	if err != nil || len(files) < 5 {
+		t.Fatalf("golden scripts: %v %v", files, err)
+	}
+	deltas := map[string]bool{"sample-delta.nft": true, "drift-repair.nft": true}
+	for _, f := range files {
+		if !deltas[filepath.Base(f)] {
+			b, _ := os.ReadFile(f)
+			if out, err := nftFile(t, h, string(b), "-c"); err != nil {
+				t.Errorf("%s does not load with nft -c: %v\n%s", f, err, out)
+			}
+		}
+	}
+	e := dialIn(t, h, testTable)
+	if err := e.Apply(context.Background(), Full(rs)); err != nil {
+		t.Fatal(err)
+	}
+	for f := range deltas {
+		b, err := os.ReadFile(filepath.Join("testdata", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := nftFile(t, h, string(b), "-c"); err != nil {
+			t.Errorf("%s does not load with nft -c on the sample table: %v\n%s", f, err, out)
 		}
 	}
 }
@@ -372,5 +402,79 @@ func TestKernelReconcileHealsDrift(t *testing.T) {
 	golden(t, "drift-repair.nft", tx.Render(testTable))
 	if got := listTable(t, h, testTable); normalizeListing(got) != normalizeListing(want) {
 		t.Errorf("Reconcile did not restore the table:\n%s", lineDiff(normalizeListing(want), normalizeListing(got)))
+	}
+}
+
+// familyRuleset is a small ruleset for an ip or ip6 table: no nfproto
+// guards there, and the family's own reject.
+func familyRuleset(fam Family) *Ruleset {
+	addr, src, other := a("192.0.2.10"), FieldIPSaddr, p("10.0.0.0/8")
+	dst := FieldIPDaddr
+	key := TypeIPv4Addr
+	if fam == FamilyIPv6 {
+		addr, src, other, dst, key = a("2001:db8::10"), FieldIP6Saddr, p("2001:db8:1::/48"), FieldIP6Daddr, TypeIPv6Addr
+	}
+	return &Ruleset{
+		Sets: []Set{
+			{Name: "svc", Key: []Type{key, TypeInetProto, TypeInetService}, Data: []Type{TypeVerdict},
+				Elements: []Element{VMapElem(Goto("web"), Addr(addr), Proto(tcp), Port(80))}},
+			{Name: "eps", Key: []Type{TypeInteger}, Data: []Type{key, TypeInetService},
+				Elements: []Element{MapElem([]Value{Int(0)}, Addr(addr.Next()), Port(8080))}},
+			{Name: "nets", Key: []Type{key}, Interval: true, Elements: []Element{E(Prefix(other))}},
+		},
+		Chains: []Chain{
+			{Name: "pre", Base: &BaseChain{Type: ChainTypeNAT, Hook: HookPrerouting, Priority: PriorityDstNAT}, Rules: []Rule{
+				R(VMap{Key: Concat{dst, FieldL4Proto, FieldTHDport}, Map: "svc"}),
+			}},
+			{Name: "web", Rules: []Rule{
+				R(Lookup{Fields: []Field{src}, Set: "nets"}, SetMark{Op: MarkOr, Value: 1}),
+				R(Match{Field: FieldTCPDport, Values: []Value{Port(80)}}, DNATMap{Family: fam, Key: JHash{Fields: []Field{src, FieldTHSport}, Mod: 1, Seed: 7}, Map: "eps"}),
+			}},
+			{Name: "in", Base: &BaseChain{Type: ChainTypeFilter, Hook: HookInput}, Rules: []Rule{
+				R(Match{Field: src, Values: []Value{Prefix(other)}}, Reject{}),
+				R(Match{Field: FieldTCPDport, Values: []Value{Port(22)}}, Reject{Type: RejectTCPReset}),
+			}},
+		},
+	}
+}
+
+// TestKernelDifferentialFamilies runs the text-versus-netlink comparison
+// for ip and ip6 tables, where nft adds no nfproto guards.
+func TestKernelDifferentialFamilies(t *testing.T) {
+	nettest.RequireKernel(t, "nft")
+	for _, fam := range []Family{FamilyIPv4, FamilyIPv6} {
+		t.Run(string(fam), func(t *testing.T) {
+			tbl := Table{Family: fam, Name: "lbkit-fam"}
+			rs := familyRuleset(fam)
+			if err := Validate(tbl, rs); err != nil {
+				t.Fatal(err)
+			}
+			lab := nettest.New(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "viatext"}, {Name: "vianetlink"}}})
+			ha, hb := lab.Host("viatext"), lab.Host("vianetlink")
+			if out, err := nftFile(t, ha, Render(tbl, rs)); err != nil {
+				t.Fatalf("nft -f: %v\n%s", err, out)
+			}
+			eb := dialIn(t, hb, tbl)
+			if err := eb.Apply(context.Background(), Full(rs)); err != nil {
+				t.Fatal(err)
+			}
+			la, lb := listTable(t, ha, tbl), listTable(t, hb, tbl)
+			if na, nb := normalizeListing(normalizeTypeof(la, rs)), normalizeListing(normalizeTypeof(lb, rs)); na != nb {
+				t.Errorf("nft lists the two tables differently (- nft -f, + netlink):\n%s", lineDiff(na, nb))
+			}
+			want, err := Canonical(tbl, rs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, e := range map[string]*Engine{"nft -f": dialIn(t, ha, tbl), "netlink": eb} {
+				got, err := e.Read(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if g, w := Render(tbl, got), Render(tbl, want); g != w {
+					t.Errorf("Read after %s differs from Canonical (- read, + canonical):\n%s", name, lineDiff(g, w))
+				}
+			}
+		})
 	}
 }
