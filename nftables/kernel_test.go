@@ -166,23 +166,29 @@ func TestKernelDifferential(t *testing.T) {
 	if err := eb.Apply(ctx, Full(rs)); err != nil {
 		t.Fatal(err)
 	}
-	la, lb := listTable(t, ha, testTable), listTable(t, hb, testTable)
-	if na, nb := normalizeListing(normalizeTypeof(la, rs)), normalizeListing(normalizeTypeof(lb, rs)); na != nb {
-		t.Errorf("nft lists the two tables differently (- nft -f, + netlink):\n%s", lineDiff(na, nb))
-	}
+	requireSameTable(t, testTable, rs, ha, hb)
+}
 
-	want, err := Canonical(testTable, rs)
+// requireSameTable checks that the table holds rs in both hosts: nft lists
+// it the same (up to normalizeListing and normalizeTypeof), and the engine
+// reads back Canonical(rs) from both.
+func requireSameTable(t *testing.T, tbl Table, rs *Ruleset, ha, hb *nettest.Host) {
+	t.Helper()
+	la, lb := listTable(t, ha, tbl), listTable(t, hb, tbl)
+	if na, nb := normalizeListing(normalizeTypeof(la, rs)), normalizeListing(normalizeTypeof(lb, rs)); na != nb {
+		t.Errorf("nft lists the two tables differently (- %s, + %s):\n%s", ha.Name(), hb.Name(), lineDiff(na, nb))
+	}
+	want, err := Canonical(tbl, rs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ea := dialIn(t, ha, testTable)
-	for name, e := range map[string]*Engine{"nft -f": ea, "netlink": eb} {
-		got, err := e.Read(ctx)
+	for _, h := range []*nettest.Host{ha, hb} {
+		got, err := dialIn(t, h, tbl).Read(context.Background())
 		if err != nil {
-			t.Fatalf("%s: %v", name, err)
+			t.Fatalf("%s: %v", h.Name(), err)
 		}
-		if g, w := Render(testTable, got), Render(testTable, want); g != w {
-			t.Errorf("Read after %s differs from Canonical (- read, + canonical):\n%s", name, lineDiff(g, w))
+		if g, w := Render(tbl, got), Render(tbl, want); g != w {
+			t.Errorf("Read in %s differs from Canonical (- read, + canonical):\n%s", h.Name(), lineDiff(g, w))
 		}
 	}
 }
@@ -264,10 +270,7 @@ func TestKernelDeltaDifferential(t *testing.T) {
 	if sent.Render(testTable) != tx.Render(testTable) {
 		t.Errorf("Sync sent another delta than Diff:\n%s", lineDiff(sent.Render(testTable), tx.Render(testTable)))
 	}
-	la, lb := listTable(t, ha, testTable), listTable(t, hb, testTable)
-	if na, nb := normalizeListing(normalizeTypeof(la, new)), normalizeListing(normalizeTypeof(lb, new)); na != nb {
-		t.Errorf("nft lists the two tables differently (- nft -f, + netlink):\n%s", lineDiff(na, nb))
-	}
+	requireSameTable(t, testTable, new, ha, hb)
 	want, err := Canonical(testTable, new)
 	if err != nil {
 		t.Fatal(err)
@@ -275,9 +278,6 @@ func TestKernelDeltaDifferential(t *testing.T) {
 	got, err := eb.Read(ctx)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if g, w := Render(testTable, got), Render(testTable, want); g != w {
-		t.Errorf("after the delta Read differs from Canonical (- read, + canonical):\n%s", lineDiff(g, w))
 	}
 	// Nothing left to do.
 	if again := Diff(got, want); !again.Empty() {
@@ -458,23 +458,7 @@ func TestKernelDifferentialFamilies(t *testing.T) {
 			if err := eb.Apply(context.Background(), Full(rs)); err != nil {
 				t.Fatal(err)
 			}
-			la, lb := listTable(t, ha, tbl), listTable(t, hb, tbl)
-			if na, nb := normalizeListing(normalizeTypeof(la, rs)), normalizeListing(normalizeTypeof(lb, rs)); na != nb {
-				t.Errorf("nft lists the two tables differently (- nft -f, + netlink):\n%s", lineDiff(na, nb))
-			}
-			want, err := Canonical(tbl, rs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for name, e := range map[string]*Engine{"nft -f": dialIn(t, ha, tbl), "netlink": eb} {
-				got, err := e.Read(context.Background())
-				if err != nil {
-					t.Fatal(err)
-				}
-				if g, w := Render(tbl, got), Render(tbl, want); g != w {
-					t.Errorf("Read after %s differs from Canonical (- read, + canonical):\n%s", name, lineDiff(g, w))
-				}
-			}
+			requireSameTable(t, tbl, rs, ha, hb)
 		})
 	}
 }
