@@ -133,6 +133,21 @@ func (b *Buffer) InsertRule(c ChainName, r *Rule) error {
 	return b.writeRule("-I ", c, " 1", r)
 }
 
+// DeleteRule writes "-D CHAIN RULE": the first rule of chain c equal to r is
+// deleted. iptables-restore fails (and leaves the table as it was) when
+// there is no such rule, so delete only rules a save showed.
+func (b *Buffer) DeleteRule(c ChainName, r *Rule) error {
+	if b.table == "" {
+		return invalid("chain", "no table started")
+	}
+	if !c.IsBuiltin() {
+		if err := c.validateRef(); err != nil {
+			return &ValidationError{Field: "chain", Err: err}
+		}
+	}
+	return b.writeRule("-D ", c, "", r)
+}
+
 // appendRule is AppendRule for a chain name already checked.
 func (b *Buffer) appendRule(c ChainName, r *Rule) error {
 	return b.writeRule("-A ", c, "", r)

@@ -3,7 +3,6 @@ package iptables
 import (
 	"crypto/sha256"
 	"encoding/base32"
-	"strings"
 )
 
 // HashLen is the number of base32 characters of the hash in a hashed chain
@@ -41,22 +40,25 @@ func (n ChainNamer) prefix() string {
 // longer than MaxChainNameLen or is not a valid chain name (the prefix and
 // kind may use letters, digits, '-', '_' and '.').
 func (n ChainNamer) Name(kind string, key ...string) (ChainName, error) {
-	h := sha256.New()
-	for _, k := range key {
-		h.Write([]byte(k))
+	// The key is hashed from a stack buffer and the name assembled in
+	// another: a sync names one chain per service port and endpoint, so
+	// this runs hundreds of thousands of times with one allocation each
+	// (the name itself).
+	var keyBuf [256]byte
+	k := keyBuf[:0]
+	for _, part := range key {
+		k = append(k, part...)
 	}
-	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
+	sum := sha256.Sum256(k)
 	var enc [56]byte // base32 of 32 bytes is 56 characters with padding
 	base32.StdEncoding.Encode(enc[:], sum[:])
 
 	p := n.prefix()
-	var b strings.Builder
-	b.Grow(len(p) + len(kind) + HashLen)
-	b.WriteString(p)
-	b.WriteString(kind)
-	b.Write(enc[:HashLen])
-	name := ChainName(b.String())
+	var nameBuf [64]byte
+	b := append(nameBuf[:0], p...)
+	b = append(b, kind...)
+	b = append(b, enc[:HashLen]...)
+	name := ChainName(b)
 	if err := name.Validate(); err != nil {
 		return "", err
 	}

@@ -176,10 +176,18 @@ func (c ChainName) validateRef() error {
 	return nil
 }
 
-func isNameByte(b byte) bool {
-	return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' ||
-		b == '-' || b == '_' || b == '.'
-}
+func isNameByte(b byte) bool { return nameBytes[b] }
+
+// nameBytes marks the bytes allowed in chain names; a table, because every
+// jump of every rule is checked and a sync renders hundreds of thousands.
+var nameBytes = func() (t [256]bool) {
+	for b := 0; b < 256; b++ {
+		c := byte(b)
+		t[b] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '_' || c == '.'
+	}
+	return t
+}()
 
 // HasPrefix reports whether c starts with prefix.
 func (c ChainName) HasPrefix(prefix string) bool { return strings.HasPrefix(string(c), prefix) }

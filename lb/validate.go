@@ -117,6 +117,11 @@ func (e *errs) add(field string, t ErrorType, format string, args ...any) {
 	e.list = append(e.list, &FieldError{Field: field, Type: t, Detail: fmt.Sprintf(format, args...)})
 }
 
+// addf adds a problem whose detail is already written.
+func (e *errs) addf(field string, t ErrorType, detail string) {
+	e.list = append(e.list, &FieldError{Field: field, Type: t, Detail: detail})
+}
+
 // err returns the collected problems as a *ValidationError about the object
 // object() names, or nil. object is called only when there is a problem.
 func (e *errs) err(object func() string) error {
@@ -284,21 +289,29 @@ func checkServiceAddr(e *errs, field string, ip netip.Addr) bool {
 
 // checkAddr rejects addresses no engine can program.
 func checkAddr(e *errs, field string, ip netip.Addr) bool {
+	t, detail, ok := addrProblem(ip)
+	if !ok {
+		e.addf(field, t, detail)
+	}
+	return ok
+}
+
+// addrProblem says what is wrong with an address no engine can program;
+// ok is true when nothing is.
+func addrProblem(ip netip.Addr) (t ErrorType, detail string, ok bool) {
 	switch {
 	case !ip.IsValid():
-		e.add(field, ErrorTypeRequired, "address required")
+		return ErrorTypeRequired, "address required", false
 	case ip.Zone() != "":
-		e.add(field, ErrorTypeInvalid, "%s has an IPv6 zone", ip)
+		return ErrorTypeInvalid, ip.String() + " has an IPv6 zone", false
 	case ip.Is4In6():
-		e.add(field, ErrorTypeInvalid, "%s is an IPv4-mapped IPv6 address; write it as IPv4", ip)
+		return ErrorTypeInvalid, ip.String() + " is an IPv4-mapped IPv6 address; write it as IPv4", false
 	case ip.IsUnspecified():
-		e.add(field, ErrorTypeInvalid, "%s is the unspecified address", ip)
+		return ErrorTypeInvalid, ip.String() + " is the unspecified address", false
 	case ip.IsMulticast():
-		e.add(field, ErrorTypeInvalid, "%s is a multicast address", ip)
-	default:
-		return true
+		return ErrorTypeInvalid, ip.String() + " is a multicast address", false
 	}
-	return false
+	return "", "", true
 }
 
 func validatePorts(e *errs, s *Service, typ ServiceType, nodePorts PortRange) {
@@ -421,50 +434,70 @@ func ValidateEndpoints(endpoints []Endpoint) error {
 	return e.err(func() string { return "endpoints" })
 }
 
+// validateEndpoints runs on every sync for every endpoint of every
+// service, so it allocates nothing when all is well: field paths are built
+// only for a problem, and duplicates are found by scanning the (typically
+// short) lists rather than with maps.
 func validateEndpoints(e *errs, endpoints []Endpoint) {
-	seen := map[netip.Addr]int{}
+	var seen map[netip.Addr]int // only for long lists
+	if len(endpoints) > 32 {
+		seen = make(map[netip.Addr]int, len(endpoints))
+	}
 	for i := range endpoints {
 		ep := &endpoints[i]
-		f := idx("endpoints", i)
-		if checkAddr(e, f+".addr", ep.Addr) {
-			if j, dup := seen[ep.Addr]; dup {
-				e.add(f+".addr", ErrorTypeDuplicate, "%s repeats endpoints[%d]", ep.Addr, j)
+		f := func(sub string) string { return idx("endpoints", i) + sub }
+		if t, detail, ok := addrProblem(ep.Addr); !ok {
+			e.addf(f(".addr"), t, detail)
+		} else {
+			dup := -1
+			if seen != nil {
+				if j, ok := seen[ep.Addr]; ok {
+					dup = j
+				} else {
+					seen[ep.Addr] = i
+				}
+			} else {
+				for j := range i {
+					if endpoints[j].Addr == ep.Addr {
+						dup = j
+						break
+					}
+				}
 			}
-			seen[ep.Addr] = i
+			if dup >= 0 {
+				e.add(f(".addr"), ErrorTypeDuplicate, "%s repeats endpoints[%d]", ep.Addr, dup)
+			}
 		}
 		if ep.Ready && ep.Terminating {
-			e.add(f+".conditions", ErrorTypeInvalid, "ready and terminating at once; a terminating endpoint is never ready (use serving)")
+			e.add(f(".conditions"), ErrorTypeInvalid, "ready and terminating at once; a terminating endpoint is never ready (use serving)")
 		}
 		if ep.Weight > MaxWeight {
-			e.add(f+".weight", ErrorTypeInvalid, "%d is above %d", ep.Weight, MaxWeight)
+			e.add(f(".weight"), ErrorTypeInvalid, "%d is above %d", ep.Weight, MaxWeight)
 		}
 		if ep.NodeName != "" && !isDNS1123Subdomain(ep.NodeName) {
-			e.add(f+".nodeName", ErrorTypeInvalid, "%q is not a DNS-1123 subdomain", ep.NodeName)
+			e.add(f(".nodeName"), ErrorTypeInvalid, "%q is not a DNS-1123 subdomain", ep.NodeName)
 		}
 		if ep.Zone != "" && !isLabelValue(ep.Zone) {
-			e.add(f+".zone", ErrorTypeInvalid, "%q is not a label value (at most 63 letters, digits, '-', '_', '.')", ep.Zone)
+			e.add(f(".zone"), ErrorTypeInvalid, "%q is not a label value (at most 63 letters, digits, '-', '_', '.')", ep.Zone)
 		}
-		type nameProto struct {
-			name  string
-			proto Protocol
-		}
-		names := map[nameProto]int{}
 		for j, p := range ep.Ports {
-			pf := idx(f+".ports", j)
+			pf := func(sub string) string { return idx(idx("endpoints", i)+".ports", j) + sub }
 			if !isIANASvcName(p.Name) {
-				e.add(pf+".name", ErrorTypeInvalid, "%q is not a port name (an IANA service name)", p.Name)
+				e.add(pf(".name"), ErrorTypeInvalid, "%q is not a port name (an IANA service name)", p.Name)
 			}
 			proto := p.EffectiveProtocol()
 			if !proto.Valid() {
-				e.add(pf+".protocol", ErrorTypeNotSupported, "%q is not one of TCP, UDP, SCTP", p.Protocol)
+				e.add(pf(".protocol"), ErrorTypeNotSupported, "%q is not one of TCP, UDP, SCTP", p.Protocol)
 			}
 			if p.Port == 0 {
-				e.add(pf+".port", ErrorTypeInvalid, "0 is outside 1-65535")
+				e.add(pf(".port"), ErrorTypeInvalid, "0 is outside 1-65535")
 			}
-			if k, dup := names[nameProto{p.Name, proto}]; dup {
-				e.add(pf+".name", ErrorTypeDuplicate, "%q/%s repeats %s.ports[%d]", p.Name, proto, f, k)
+			for k := range j {
+				if q := ep.Ports[k]; q.Name == p.Name && q.EffectiveProtocol() == proto {
+					e.add(pf(".name"), ErrorTypeDuplicate, "%q/%s repeats %s.ports[%d]", p.Name, proto, idx("endpoints", i), k)
+					break
+				}
 			}
-			names[nameProto{p.Name, proto}] = j
 		}
 	}
 }

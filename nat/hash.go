@@ -42,9 +42,10 @@ func (ph *portHasher) bool(v bool) {
 }
 
 func (ph *portHasher) addr(a netip.Addr) {
-	b, _ := a.MarshalBinary()
-	ph.h.WriteByte(byte(len(b)))
-	ph.h.Write(b)
+	b := a.As16()
+	ph.h.WriteByte(byte(a.BitLen()))
+	ph.h.Write(b[:])
+	ph.str(a.Zone())
 }
 
 func (ph *portHasher) targets(ts []lb.Target) {

@@ -431,12 +431,13 @@ func (s *IPTables) syncFamily(ctx context.Context, fam lb.IPFamily, ports []Port
 
 // estimateSize guesses the restore text size of a full sync of ports, so
 // that the buffer grows once instead of doubling its way to tens of
-// megabytes: about 400 bytes per port and 330 per endpoint in a
-// kube-proxy-shaped ruleset.
+// megabytes. A kube-proxy-shaped ruleset measures about 400 bytes per port
+// and 430 per endpoint (its SEP chain and its line in the SVC chain); the
+// guess errs on the large side.
 func estimateSize(ports []Port) int {
 	n := 4096
 	for i := range ports {
-		n += 400 + 330*len(ports[i].Endpoints.Reachable)
+		n += 800 + 500*len(ports[i].Endpoints.Reachable)
 	}
 	return n
 }
@@ -524,9 +525,11 @@ func (s *IPTables) Render(services []ServiceEndpoints) (map[lb.IPFamily][]byte, 
 }
 
 // Cleanup removes everything the syncer owns from every family: the hook
-// rules in the built-in chains, then every chain whose name starts with the
-// prefix, in one restore per family. Rules and chains of others are left
-// as they are. The next Sync is a full sync.
+// rules in the built-in chains and every chain whose name starts with the
+// prefix, with one iptables-save per table and one restore per family (so
+// it stays quick at any size: a per-rule tool reads the whole table back
+// for every rule it deletes). Rules and chains of others are left as they
+// are. The next Sync is a full sync.
 func (s *IPTables) Cleanup(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -537,28 +540,59 @@ func (s *IPTables) Cleanup(ctx context.Context) error {
 			continue
 		}
 		s.state[fam] = &iptState{}
-		for _, h := range s.names.hooks() {
-			if err := eng.DeleteRule(ctx, h.table, h.chain, &h.rule); err != nil {
-				errs = append(errs, fmt.Errorf("nat: %s cleanup: hook %s/%s: %w", fam, h.table, h.chain, err))
-			}
-		}
-		var sync iptables.Sync
-		for _, t := range []iptables.Table{iptables.TableNAT, iptables.TableFilter} {
-			chains, err := eng.ListChains(ctx, t, s.cfg.Prefix)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("nat: %s cleanup: %w", fam, err))
-				continue
-			}
-			if len(chains) > 0 {
-				sync.Tables = append(sync.Tables, iptables.TableSync{Table: t, Delete: chains})
-			}
-		}
-		if len(sync.Tables) > 0 {
-			if err := eng.Apply(ctx, &sync); err != nil {
-				errs = append(errs, fmt.Errorf("nat: %s cleanup: %w", fam, err))
-			}
+		if err := s.cleanupFamily(ctx, fam, eng); err != nil {
+			errs = append(errs, fmt.Errorf("nat: %s cleanup: %w", fam, err))
 		}
 	}
 	s.lastFull = time.Time{}
 	return errors.Join(errs...)
+}
+
+func (s *IPTables) cleanupFamily(ctx context.Context, fam lb.IPFamily, eng iptables.Interface) error {
+	buf := iptables.NewBuffer(iptFamily(fam))
+	hooks := s.names.hooks()
+	for _, t := range []iptables.Table{iptables.TableNAT, iptables.TableFilter} {
+		save, err := eng.SaveText(ctx, t)
+		if err != nil {
+			return err
+		}
+		chains := iptables.ListChainNames(save, s.cfg.Prefix)
+		missing := missingHooks(save, hooks, t)
+		var present []hook
+		for _, h := range hooks {
+			if h.table == t && !slices.ContainsFunc(missing, func(m iptables.ChainRule) bool {
+				return m.Chain == h.chain && m.Rule.String() == h.rule.String()
+			}) {
+				present = append(present, h)
+			}
+		}
+		if len(chains) == 0 && len(present) == 0 {
+			continue
+		}
+		if err := buf.StartTable(t); err != nil {
+			return err
+		}
+		for i := range present {
+			if err := buf.DeleteRule(present[i].chain, &present[i].rule); err != nil {
+				return err
+			}
+		}
+		for _, c := range chains { // flush all first: they jump to each other
+			if err := buf.DeclareChain(c); err != nil {
+				return err
+			}
+		}
+		for _, c := range chains {
+			if err := buf.DeleteChain(c); err != nil {
+				return err
+			}
+		}
+		if err := buf.Commit(); err != nil {
+			return err
+		}
+	}
+	if buf.Len() == 0 {
+		return nil
+	}
+	return eng.Restore(ctx, buf)
 }

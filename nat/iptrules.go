@@ -98,13 +98,13 @@ type ipBuilder struct {
 	ruleSlab []iptables.Rule  // rules of one port's own chains, reused per port
 	chains   []iptables.Chain // one port's own chains, reused per port
 	toMasq   iptables.Target
-	stats    map[iptables.Probability]iptables.Match
+	stats    map[lb.Probability]iptables.Match
 }
 
 func newIPBuilder(cfg Config, fam lb.IPFamily, n *names) *ipBuilder {
 	b := &ipBuilder{cfg: cfg, fam: fam, n: n, host: fam.Bits(),
 		toMasq: iptables.Jump{Chain: n.markMasq},
-		stats:  map[iptables.Probability]iptables.Match{},
+		stats:  map[lb.Probability]iptables.Match{},
 	}
 	for _, p := range cfg.ClusterCIDRs {
 		if fam.Matches(p.Addr()) {
@@ -146,11 +146,13 @@ func (b *ipBuilder) rules(n int) []iptables.Rule {
 }
 
 // statistic returns the boxed statistic match of probability p, shared by
-// every rule that uses it.
-func (b *ipBuilder) statistic(p iptables.Probability) iptables.Match {
+// every rule that uses it: services with the same number of equal-weight
+// endpoints share their whole chain of probabilities, and converting one
+// to the kernel's fixed point the way kube-proxy's text does is not free.
+func (b *ipBuilder) statistic(p lb.Probability) iptables.Match {
 	m, ok := b.stats[p]
 	if !ok {
-		m = iptables.Statistic{Probability: p}
+		m = iptables.Statistic{Probability: iptables.Probability(p.Fixed())}
 		b.stats[p] = m
 	}
 	return m
@@ -444,7 +446,7 @@ func (b *ipBuilder) balance(p *Port, seps []*sepInfo, first *iptables.Rule) ([]i
 	for i, sp := range seps {
 		r := iptables.Rule{Target: sp.jump}
 		if i < len(probs) {
-			r.Matches = b.matches(sp.arrow, b.statistic(iptables.Probability(probs[i].Fixed())))
+			r.Matches = b.matches(sp.arrow, b.statistic(probs[i]))
 		} else {
 			r.Matches = b.matches(sp.arrow)
 		}

@@ -94,7 +94,7 @@ func Compile(cfg Config, services []ServiceEndpoints) (*Plan, error) {
 	res := lb.Resolver{Node: cfg.Node, Validation: cfg.Validation}
 	plan := &Plan{Config: cfg}
 	seen := map[lb.ServiceName]bool{}
-	claims := map[string]string{}
+	claims := map[claimKey]string{}
 	for i := range services {
 		svc := &services[i].Service
 		name := svc.ServiceName()
@@ -114,9 +114,9 @@ func Compile(cfg Config, services []ServiceEndpoints) (*Plan, error) {
 				if !f.Intercept() {
 					continue
 				}
-				claim := frontendClaim(f, rp.Name.Protocol, rp.Family)
+				claim := claimKey{addr: f.Addr, port: f.Port, proto: rp.Name.Protocol, nodePort: f.Kind == lb.FrontendNodePort, fam: rp.Family}
 				if first, ok := claims[claim]; ok && first != port.Key {
-					problems = append(problems, &ConflictError{Frontend: claim, First: first, Second: port.Key})
+					problems = append(problems, &ConflictError{Frontend: claim.String(), First: first, Second: port.Key})
 					continue
 				}
 				claims[claim] = port.Key
@@ -153,9 +153,19 @@ func familyOrder(f lb.IPFamily) int {
 	return 1
 }
 
-func frontendClaim(f lb.Frontend, proto lb.Protocol, fam lb.IPFamily) string {
-	if f.Kind == lb.FrontendNodePort {
-		return fmt.Sprintf("nodePort %d/%s (%s)", f.Port, proto.Lower(), fam)
+// claimKey is what two service ports may not both intercept: an address,
+// port and protocol, or a node port and protocol in one family.
+type claimKey struct {
+	addr     netip.Addr
+	port     uint16
+	proto    lb.Protocol
+	nodePort bool
+	fam      lb.IPFamily
+}
+
+func (c claimKey) String() string {
+	if c.nodePort {
+		return fmt.Sprintf("nodePort %d/%s (%s)", c.port, c.proto.Lower(), c.fam)
 	}
-	return netip.AddrPortFrom(f.Addr, f.Port).String() + "/" + proto.Lower()
+	return netip.AddrPortFrom(c.addr, c.port).String() + "/" + c.proto.Lower()
 }
