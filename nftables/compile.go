@@ -618,6 +618,13 @@ func (m CtState) compile(rc *ruleCompiler) error {
 	return nil
 }
 
+func (m CtStatus) compile(rc *ruleCompiler) error {
+	rc.add(&expr.Ct{Key: expr.CtKeySTATUS, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: u32(uint32(m.Bits)), Xor: u32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: u32(0)})
+	return nil
+}
+
 func (m Lookup) compile(rc *ruleCompiler) error {
 	rc.guards(m.Fields)
 	rc.loadConcat(m.Fields, 0)

@@ -298,11 +298,20 @@ func (st *dstate) step() bool {
 		}
 		b, ok1 := st.peek(1).(*expr.Bitwise)
 		c, ok2 := st.peek(2).(*expr.Cmp)
-		if e.Key == expr.CtKeySTATE && !e.SourceRegister && ok1 && ok2 && len(b.Mask) == 4 &&
-			bytes.Equal(b.Xor, u32(0)) && bytes.Equal(c.Data, u32(0)) && c.Op == expr.CmpOpNeq {
-			st.i += 3
-			st.emit(CtState{States: CtStateBits(binary.NativeEndian.Uint32(b.Mask))}, 0, 0)
-			return true
+		if !e.SourceRegister && ok1 && ok2 && len(b.Mask) == 4 && bytes.Equal(b.Xor, u32(0)) && bytes.Equal(c.Data, u32(0)) && c.Op == expr.CmpOpNeq {
+			mask := binary.NativeEndian.Uint32(b.Mask)
+			switch e.Key {
+			case expr.CtKeySTATE:
+				st.i += 3
+				st.emit(CtState{States: CtStateBits(mask)}, 0, 0)
+				return true
+			case expr.CtKeySTATUS:
+				if mask != 0 && mask&^uint32(CtStatusSNAT|CtStatusDNAT) == 0 {
+					st.i += 3
+					st.emit(CtStatus{Bits: CtStatusBits(mask)}, 0, 0)
+					return true
+				}
+			}
 		}
 	case *expr.Counter:
 		st.i++

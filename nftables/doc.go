@@ -13,7 +13,7 @@
 // (Type) and may be concatenations, such as
 // ipv4_addr . inet_proto . inet_service : verdict for a service dispatch
 // map. A Rule is a list of statements (Stmt) from a closed set: matches
-// (Match, NFProtoMatch, MarkMatch, FibLocal, CtState, Lookup) and actions
+// (Match, NFProtoMatch, MarkMatch, FibLocal, CtState, CtStatus, Lookup) and actions
 // (Counter, SetMark, DNAT, DNATMap, SNAT, Masquerade, Verdict, VMap,
 // Reject, SetUpdate). Maps can be indexed by packet fields (Concat), by a
 // random number (Numgen, `numgen random mod N`) or by a hash of fields

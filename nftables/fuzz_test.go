@@ -172,6 +172,10 @@ func ruleFromBytes(b []byte) []Stmt {
 		case 7:
 			out = append(out, CtState{States: []CtStateBits{CtNew, CtEstablished | CtRelated, CtInvalid}[v%3], Neg: v%3 != 1 && w&1 == 1})
 		case 8:
+			if w&2 == 2 {
+				out = append(out, CtStatus{Bits: []CtStatusBits{CtStatusDNAT, CtStatusSNAT, CtStatusDNAT | CtStatusSNAT}[v%3]})
+				continue
+			}
 			out = append(out, FibLocal{Neg: w&1 == 1})
 		case 9:
 			out = append(out, Counter{})

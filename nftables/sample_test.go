@@ -91,6 +91,7 @@ func sampleRuleset() *Ruleset {
 				R(Match{Field: FieldIPSaddr, Values: []Value{Prefix(p("10.0.0.0/8"))}}, SNAT{Addr: a("192.0.2.9")}),
 				R(Match{Field: FieldIP6Saddr, Values: []Value{Prefix(p("2001:db8:5::/48"))}}, SNAT{Addr: a("2001:db8::9")}),
 				R(Match{Field: FieldOifname, Values: []Value{Ifname("wan0")}}, Masquerade{}),
+				R(CtStatus{Bits: CtStatusDNAT}, Match{Field: FieldIPSaddr, Neg: true, Values: []Value{Prefix(p("10.0.0.0/8"))}}, Masquerade{FullyRandom: true}),
 			}},
 			{Name: "svc-a", Rules: []Rule{
 				R(Match{Field: FieldIPSaddr, Neg: true, Values: []Value{Prefix(p("10.0.0.0/8"))}}, SetMark{Op: MarkOr, Value: 0x4000}),

@@ -11,7 +11,7 @@ import (
 
 // Stmt is one statement of a rule: a match or an action. The set of
 // statements is closed; the concrete types are Match, NFProtoMatch,
-// MarkMatch, FibLocal, CtState, Lookup, Counter, SetMark, DNAT, DNATMap,
+// MarkMatch, FibLocal, CtState, CtStatus, Lookup, Counter, SetMark, DNAT, DNATMap,
 // SNAT, Masquerade, Verdict, VMap, Reject, SetUpdate, and Unknown (only
 // produced when reading back a rule the engine cannot decode).
 //
@@ -195,6 +195,32 @@ func (m CtState) String() string {
 		op = "!= "
 	}
 	return "ct state " + op + strings.Join(names, ",")
+}
+
+// CtStatusBits is a set of conntrack status bits.
+type CtStatusBits uint32
+
+// Conntrack status bits CtStatus can test.
+const (
+	CtStatusSNAT CtStatusBits = 0x10 // the connection is source NATed
+	CtStatusDNAT CtStatusBits = 0x20 // the connection is destination NATed
+)
+
+// CtStatus is `ct status dnat`: the connection has any of Bits. It lets a
+// postrouting rule tell DNATed (service) traffic without a per-service mark.
+type CtStatus struct {
+	Bits CtStatusBits
+}
+
+func (m CtStatus) String() string {
+	var names []string
+	if m.Bits&CtStatusSNAT != 0 {
+		names = append(names, "snat")
+	}
+	if m.Bits&CtStatusDNAT != 0 {
+		names = append(names, "dnat")
+	}
+	return "ct status " + strings.Join(names, ",")
 }
 
 // Lookup tests membership of a concatenation of fields in a named set:

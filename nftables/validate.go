@@ -524,6 +524,13 @@ func (m CtState) check(c *ruleCheck) error {
 	return nil
 }
 
+func (m CtStatus) check(c *ruleCheck) error {
+	if m.Bits == 0 || m.Bits&^(CtStatusSNAT|CtStatusDNAT) != 0 {
+		return c.fail(".bits", "want snat and/or dnat, got %#x", uint32(m.Bits))
+	}
+	return nil
+}
+
 func (m Lookup) check(c *ruleCheck) error {
 	if err := c.checkFields(".fields", m.Fields); err != nil {
 		return err
