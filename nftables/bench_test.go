@@ -285,3 +285,30 @@ func BenchmarkCompile(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkColdApplyShards shows why the endpoint maps are sharded: every
+// rule that looks a map up binds it, the kernel checks each element added
+// to a map against all its bindings, and it finds a set by name by walking
+// the table's list of sets. One map shared by 10 000 service chains is
+// quadratic in the first; one map per service is quadratic in the second.
+func BenchmarkColdApplyShards(b *testing.B) {
+	for _, shards := range []int{1, 16, 128, 10000} {
+		b.Run(fmt.Sprintf("maps=%d", shards), func(b *testing.B) {
+			h := benchHost(b)
+			ctx := context.Background()
+			e := dialIn(b, h, scaleTable)
+			tx := Create(shardedRuleset(10000, 10, shards))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := e.Apply(ctx, tx); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := e.Cleanup(ctx); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}
