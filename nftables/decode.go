@@ -46,7 +46,6 @@ type dstate struct {
 	l4    uint8
 	pend  []pending
 	out   []Stmt
-	stop  bool
 	names []string // names of unknown expressions, parallel to ex (nil if known)
 }
 

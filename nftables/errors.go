@@ -15,6 +15,7 @@ type ValidationError struct {
 	Reason string
 }
 
+// Error implements error.
 func (e *ValidationError) Error() string {
 	if e.Path == "" {
 		return "nftables: invalid: " + e.Reason
@@ -46,6 +47,7 @@ type KernelError struct {
 	Err   error
 }
 
+// Error implements error.
 func (e *KernelError) Error() string {
 	return fmt.Sprintf("nftables: %s (%d messages): %v", e.Op, e.Messages, e.Err)
 }

@@ -79,32 +79,6 @@ func (f Field) Type() Type { return fields[f].typ }
 
 func (f Field) info() fieldInfo { return fields[f] }
 
-// portField returns the port field for protocol proto (0 for th) and
-// direction (dst or src).
-func portField(proto uint8, dst bool) Field {
-	switch proto {
-	case unix.IPPROTO_TCP:
-		if dst {
-			return FieldTCPDport
-		}
-		return FieldTCPSport
-	case unix.IPPROTO_UDP:
-		if dst {
-			return FieldUDPDport
-		}
-		return FieldUDPSport
-	case unix.IPPROTO_SCTP:
-		if dst {
-			return FieldSCTPDport
-		}
-		return FieldSCTPSport
-	}
-	if dst {
-		return FieldTHDport
-	}
-	return FieldTHSport
-}
-
 func fieldsString(fs []Field) string {
 	s := ""
 	for i, f := range fs {

@@ -303,16 +303,6 @@ func (m *model) setReferenced(name string) bool {
 	return false
 }
 
-// knownSets returns the set definitions of the model, for the compiler.
-func (m *model) knownSets() map[string]*Set {
-	out := make(map[string]*Set, len(m.sets))
-	for n, s := range m.sets {
-		def := s.def
-		out[n] = &def
-	}
-	return out
-}
-
 // sortedRuleset is a helper for tests: the Ruleset with chains and sets
 // sorted by name.
 func sortedRuleset(rs *Ruleset) *Ruleset {

@@ -61,7 +61,6 @@ type rawRuleset struct {
 	chains []Chain              // definitions, no rules
 	sets   map[string]*Set      // named and anonymous sets, with elements
 	rules  map[string][]rawRule // by chain, in order
-	order  []string
 }
 
 type rawRule struct {

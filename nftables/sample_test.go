@@ -200,7 +200,6 @@ func lineDiff(a, b string) string {
 		}
 		out.WriteString("- " + l + "\n")
 	}
-	cb = count(b)
 	for _, l := range strings.Split(b, "\n") {
 		if ca[l] > 0 {
 			ca[l]--

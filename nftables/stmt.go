@@ -37,6 +37,7 @@ type Key interface {
 // `ip daddr . meta l4proto . th dport`.
 type Concat []Field
 
+// String returns the key as nft writes it.
 func (k Concat) String() string   { return fieldsString(k) }
 func (k Concat) keyTypes() []Type { return fieldTypes(k) }
 
@@ -47,6 +48,7 @@ type Numgen struct {
 	Offset uint32
 }
 
+// String returns the key as nft writes it.
 func (k Numgen) String() string {
 	s := fmt.Sprintf("numgen random mod %d", k.Mod)
 	if k.Offset != 0 {
@@ -67,6 +69,7 @@ type JHash struct {
 	Offset uint32
 }
 
+// String returns the key as nft writes it.
 func (k JHash) String() string {
 	s := fmt.Sprintf("jhash %s mod %d seed 0x%x", fieldsString(k.Fields), k.Mod, k.Seed)
 	if k.Offset != 0 {
@@ -85,6 +88,7 @@ type Match struct {
 	Values []Value
 }
 
+// String returns the statement as nft writes it.
 func (m Match) String() string {
 	var b strings.Builder
 	b.WriteString(m.Field.String())
@@ -117,6 +121,7 @@ type NFProtoMatch struct {
 	Family Family
 }
 
+// String returns the statement as nft writes it.
 func (m NFProtoMatch) String() string {
 	if m.Family == FamilyIPv6 {
 		return "meta nfproto ipv6"
@@ -132,6 +137,7 @@ type MarkMatch struct {
 	Neg   bool
 }
 
+// String returns the statement as nft writes it.
 func (m MarkMatch) String() string {
 	op := ""
 	if m.Neg {
@@ -152,6 +158,7 @@ type FibLocal struct {
 	Neg bool
 }
 
+// String returns the statement as nft writes it.
 func (m FibLocal) String() string {
 	if m.Neg {
 		return "fib daddr type != local"
@@ -183,6 +190,7 @@ type CtState struct {
 	Neg    bool
 }
 
+// String returns the statement as nft writes it.
 func (m CtState) String() string {
 	var names []string
 	for _, s := range ctStateNames {
@@ -212,6 +220,7 @@ type CtStatus struct {
 	Bits CtStatusBits
 }
 
+// String returns the statement as nft writes it.
 func (m CtStatus) String() string {
 	var names []string
 	if m.Bits&CtStatusSNAT != 0 {
@@ -231,6 +240,7 @@ type Lookup struct {
 	Neg    bool
 }
 
+// String returns the statement as nft writes it.
 func (m Lookup) String() string {
 	op := ""
 	if m.Neg {
@@ -242,6 +252,7 @@ func (m Lookup) String() string {
 // Counter counts packets and bytes: `counter`.
 type Counter struct{}
 
+// String returns the statement as nft writes it.
 func (Counter) String() string { return "counter" }
 
 // MarkOp is how SetMark combines its value with the packet mark.
@@ -262,6 +273,7 @@ type SetMark struct {
 	Value uint32
 }
 
+// String returns the statement as nft writes it.
 func (s SetMark) String() string {
 	switch s.Op {
 	case MarkOr:
@@ -282,6 +294,7 @@ type DNAT struct {
 	Port uint16
 }
 
+// String returns the statement as nft writes it.
 func (s DNAT) String() string {
 	fam := "ip"
 	if s.Addr.Is6() {
@@ -305,6 +318,7 @@ type DNATMap struct {
 	Entries []Element
 }
 
+// String returns the statement as nft writes it.
 func (s DNATMap) String() string {
 	fam := "ip"
 	if s.Family == FamilyIPv6 {
@@ -336,6 +350,7 @@ type SNAT struct {
 	Addr netip.Addr
 }
 
+// String returns the statement as nft writes it.
 func (s SNAT) String() string {
 	if s.Addr.Is6() {
 		return "snat ip6 to " + s.Addr.String()
@@ -350,6 +365,7 @@ type Masquerade struct {
 	FullyRandom bool
 }
 
+// String returns the statement as nft writes it.
 func (s Masquerade) String() string {
 	if s.FullyRandom {
 		return "masquerade fully-random"
@@ -367,6 +383,7 @@ type VMap struct {
 	Entries []Element
 }
 
+// String returns the statement as nft writes it.
 func (s VMap) String() string { return s.Key.String() + " vmap " + mapRef(s.Map, s.Entries) }
 
 // RejectType is how Reject answers.
@@ -409,6 +426,7 @@ type Reject struct {
 	Code uint8
 }
 
+// String returns the statement as nft writes it.
 func (s Reject) String() string {
 	switch s.Type {
 	case RejectICMPX:
@@ -450,6 +468,7 @@ type SetUpdate struct {
 	Timeout time.Duration
 }
 
+// String returns the statement as nft writes it.
 func (s SetUpdate) String() string {
 	var b strings.Builder
 	if s.Op == OpAdd {
@@ -479,6 +498,7 @@ type Unknown struct {
 	Desc string
 }
 
+// String returns the statement as nft writes it.
 func (s Unknown) String() string { return "#unknown(" + s.Desc + ")" }
 
 func (s Unknown) check(c *ruleCheck) error {
