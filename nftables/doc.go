@@ -51,14 +51,19 @@
 // netlink attributes.
 //
 // Every commit walks all chains of all tables of the namespace once
-// (nf_tables_commit), about 10 ns per chain. A commit that adds a rule with
-// a jump, a NAT or other validated expression, or a verdict map element
-// that jumps, also revalidates the table: a walk from every base chain
-// through every chain it can reach, about 0.2-0.4 µs per reachable chain
-// on this machine and growing with table size. A commit that only adds and
+// (nf_tables_commit), some 10-20 ns per chain. A commit that adds a rule
+// with a jump, a NAT or another validated expression, or a verdict map
+// element that jumps, also revalidates the table: a walk from every base
+// chain through every chain it can reach, measured at about 0.6 µs per
+// reachable chain at 1 000 chains and 1.5 µs at 20 000 (7 ms and 29 ms per
+// commit at 10 000 and 20 000 service chains). A commit that only adds and
 // deletes elements of a data map (such as a map from numgen slots to
-// backend address . port) skips that validation. Design rulesets so that
-// frequent changes are element changes: see the notes in the repository.
+// backend address . port) skips that validation: about 0.2 ms at 10 000
+// chains. Binding a map to a rule walks the elements it holds, and each
+// element added is checked against every rule bound to the map, so
+// batches are ordered chains, empty sets, rules, elements, and a map
+// should not be shared by thousands of rules. Design rulesets so that
+// frequent changes are element changes.
 //
 // # Limitations inherited from google/nftables v0.3.0
 //
