@@ -11,7 +11,9 @@ const (
 	// up before the pool starts another worker. Checks that finish quickly
 	// (a loopback or LAN handshake) are then served by a handful of
 	// workers even when many fall due at once; checks that hang until
-	// their timeout make the pool grow by a worker a millisecond.
+	// their timeout make the pool grow by a worker a millisecond. When the
+	// millisecond timer itself fires late, the process is starved of CPU
+	// rather than of workers, and the pool does not grow.
 	spawnDelay = time.Millisecond
 	// workerIdle is how long a worker waits without work before it exits,
 	// so that the pool shrinks back after a burst of slow checks.
@@ -46,7 +48,8 @@ type pool struct {
 	waking int       // workers woken that have not yet looked at the queue
 	n      int       // workers alive
 	grow   *time.Timer
-	armed  bool // grow is pending
+	armed  bool      // grow is pending
+	armAt  time.Time // when it was armed
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -106,7 +109,7 @@ func (p *pool) spawnLocked() {
 // to take get a new worker after spawnDelay.
 func (p *pool) armLocked() {
 	if !p.armed && !p.closed {
-		p.armed = true
+		p.armed, p.armAt = true, time.Now()
 		p.grow.Reset(spawnDelay)
 	}
 }
@@ -116,6 +119,12 @@ func (p *pool) growIfStuck() {
 	defer p.mu.Unlock()
 	p.armed = false
 	if p.closed || p.pending() <= p.waking {
+		return
+	}
+	if time.Since(p.armAt) > 2*spawnDelay && len(p.idle) == 0 {
+		// This timer itself ran late: the process is short of CPU, not of
+		// workers, and another goroutine would only wait for CPU too.
+		p.armLocked()
 		return
 	}
 	switch {

@@ -48,3 +48,38 @@ func TestPoolGrowsForSlowJobsAndShrinksWhenIdle(t *testing.T) {
 	// Idle workers leave.
 	waitFor(t, "idle workers to exit", func() bool { return p.workers() == 0 })
 }
+
+// TestPoolDoesNotGrowWhenStarvedOfCPU: when the growth timer itself fires
+// late, the process lacks CPU, not workers, and the pool waits instead of
+// adding a goroutine that would only queue for CPU too.
+func TestPoolDoesNotGrowWhenStarvedOfCPU(t *testing.T) {
+	release := make(chan struct{})
+	p := newPool(8, func(j job) { <-release })
+	defer p.stop()
+	defer close(release)
+	p.submit(job{}) // the first worker starts at once and blocks
+	waitFor(t, "the first worker", func() bool { return p.workers() == 1 })
+
+	p.mu.Lock()
+	// Drive growIfStuck by hand: the real timer now fires a no-op.
+	p.grow.Stop()
+	p.grow = time.AfterFunc(time.Hour, func() {})
+	p.queue = append(p.queue, job{})
+	p.armed, p.armAt = true, time.Now().Add(-10*spawnDelay) // fired 10x late
+	p.mu.Unlock()
+	p.growIfStuck()
+	if n := p.workers(); n != 1 {
+		t.Errorf("a late timer grew the pool to %d workers", n)
+	}
+	p.mu.Lock()
+	rearmed := p.armed
+	p.armAt = time.Now().Add(-spawnDelay) // on time
+	p.mu.Unlock()
+	if !rearmed {
+		t.Error("the late timer was not re-armed")
+	}
+	p.growIfStuck()
+	if n := p.workers(); n != 2 {
+		t.Errorf("a timely timer left %d workers, want 2", n)
+	}
+}
