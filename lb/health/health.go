@@ -257,6 +257,7 @@ type ValidationError struct {
 	Reason string
 }
 
+// Error says which target and field are wrong, and why.
 func (e *ValidationError) Error() string {
 	if e.ID == "" {
 		return fmt.Sprintf("health: invalid target: %s %s", e.Field, e.Reason)

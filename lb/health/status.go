@@ -154,6 +154,7 @@ type StatusError struct {
 	Expect StatusSet
 }
 
+// Error gives the status received and the set expected.
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("health: HTTP status %d not in %s", e.Code, e.Expect)
 }
