@@ -600,7 +600,7 @@ func (m MarkMatch) compile(rc *ruleCompiler) error {
 }
 
 func (m FibLocal) compile(rc *ruleCompiler) error {
-	rc.add(&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+	rc.add(&expr.Fib{Register: 1, FlagDADDR: !m.Source, FlagSADDR: m.Source, ResultADDRTYPE: true},
 		&expr.Cmp{Op: cmpOp(m.Neg), Register: 1, Data: u32(unix.RTN_LOCAL)})
 	return nil
 }

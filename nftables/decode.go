@@ -280,10 +280,10 @@ func (st *dstate) step() bool {
 		return st.decodeKeyUse(Numgen{Mod: e.Modulus, Offset: e.Offset}, 0, 0)
 	case *expr.Fib:
 		c, ok := st.peek(1).(*expr.Cmp)
-		if ok && e.FlagDADDR && e.ResultADDRTYPE && !e.FlagSADDR && len(c.Data) == 4 &&
+		if ok && e.FlagDADDR != e.FlagSADDR && e.ResultADDRTYPE && len(c.Data) == 4 &&
 			binary.NativeEndian.Uint32(c.Data) == unix.RTN_LOCAL {
 			st.i += 2
-			st.emit(FibLocal{Neg: c.Op == expr.CmpOpNeq}, 0, 0)
+			st.emit(FibLocal{Neg: c.Op == expr.CmpOpNeq, Source: e.FlagSADDR}, 0, 0)
 			return true
 		}
 	case *expr.Ct:

@@ -176,7 +176,7 @@ func ruleFromBytes(b []byte) []Stmt {
 				out = append(out, CtStatus{Bits: []CtStatusBits{CtStatusDNAT, CtStatusSNAT, CtStatusDNAT | CtStatusSNAT}[v%3]})
 				continue
 			}
-			out = append(out, FibLocal{Neg: w&1 == 1})
+			out = append(out, FibLocal{Neg: w&1 == 1, Source: w&4 == 4})
 		case 9:
 			out = append(out, Counter{})
 		case 10:

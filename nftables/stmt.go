@@ -153,17 +153,23 @@ func (m MarkMatch) String() string {
 }
 
 // FibLocal is `fib daddr type local`: the destination is an address of
-// this host. Neg inverts it.
+// this host. With Source it is `fib saddr type local`: the source is an
+// address of this host (traffic the node itself sends). Neg inverts it.
 type FibLocal struct {
-	Neg bool
+	Neg    bool
+	Source bool
 }
 
 // String returns the statement as nft writes it.
 func (m FibLocal) String() string {
-	if m.Neg {
-		return "fib daddr type != local"
+	addr := "daddr"
+	if m.Source {
+		addr = "saddr"
 	}
-	return "fib daddr type local"
+	if m.Neg {
+		return "fib " + addr + " type != local"
+	}
+	return "fib " + addr + " type local"
 }
 
 // CtStateBits is a set of conntrack states.
