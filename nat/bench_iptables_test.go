@@ -139,8 +139,12 @@ func timed(fn func() error) (time.Duration, error) {
 // BenchmarkIPTablesColdApply10k: a cold full sync through lbkit (compile,
 // render, one save per table, one restore) against the bare restore tool
 // fed the same text, on an empty table each time.
+//
+// Only the legacy backend runs at this size: iptables-nft-restore of the same
+// 320k rules did not finish within 20 minutes of CPU here (a property of the
+// nft backend of iptables 1.8.9, which the nftables engine avoids).
 func BenchmarkIPTablesColdApply10k(b *testing.B) {
-	for _, backend := range []iptables.Backend{iptables.BackendLegacy, iptables.BackendNFT} {
+	for _, backend := range []iptables.Backend{iptables.BackendLegacy} {
 		b.Run(backend.String(), func(b *testing.B) {
 			tool := "iptables-legacy-restore"
 			if backend == iptables.BackendNFT {
@@ -195,8 +199,9 @@ func BenchmarkIPTablesColdApply10k(b *testing.B) {
 
 // BenchmarkIPTablesPartialSync10k: one endpoint of one service changes at
 // 10k services; the partial sync against a full sync of the same state.
+// (Legacy backend only, as in BenchmarkIPTablesColdApply10k.)
 func BenchmarkIPTablesPartialSync10k(b *testing.B) {
-	for _, backend := range []iptables.Backend{iptables.BackendLegacy, iptables.BackendNFT} {
+	for _, backend := range []iptables.Backend{iptables.BackendLegacy} {
 		b.Run(backend.String(), func(b *testing.B) {
 			tool := "iptables-legacy-restore"
 			if backend == iptables.BackendNFT {
