@@ -464,10 +464,7 @@ func (c *Checker) schedule(ctx context.Context, pool *pool) {
 					c.log.Warn("health checks are starting late; raise MaxConcurrent", "late", c.late, "max_concurrent", c.max)
 				}
 			}
-			cctx, cancel := context.WithTimeout(ctx, e.t.Timeout)
-			e.running, e.inUse, e.cancel = true, e.p, cancel
-			c.inflight++
-			batch = append(batch, job{e: e, p: e.p, ctx: cctx, cancel: cancel, timeout: e.t.Timeout, start: now})
+			batch = append(batch, c.startLocked(ctx, e, now))
 		}
 		// Wake when the first check left enters the batch window.
 		var next time.Time
@@ -500,6 +497,17 @@ func (c *Checker) schedule(ctx context.Context, pool *pool) {
 	}
 }
 
+// startLocked takes e off the heap's books as running and returns its job.
+// The job's context is cancelled by Remove and by Run's end; the Timeout
+// only starts when a worker runs the job (runJob), so that time spent
+// waiting for a worker does not eat into it.
+func (c *Checker) startLocked(ctx context.Context, e *entry, now time.Time) job {
+	jctx, cancel := context.WithCancel(ctx)
+	e.running, e.inUse, e.cancel = true, e.p, cancel
+	c.inflight++
+	return job{e: e, p: e.p, ctx: jctx, cancel: cancel, timeout: e.t.Timeout, start: now}
+}
+
 func (c *Checker) runJob(ctx context.Context, j job) {
 	if j.ctx.Err() != nil {
 		// Removed, or the checker is stopping, since it was taken from the
@@ -508,14 +516,17 @@ func (c *Checker) runJob(ctx context.Context, j job) {
 		c.finish(ctx, j, j.ctx.Err(), 0)
 		return
 	}
+	tctx, tcancel := context.WithTimeout(j.ctx, j.timeout)
 	t0 := time.Now()
-	err := j.p.probe(j.ctx)
+	err := j.p.probe(tctx)
 	latency := time.Since(t0)
 	// The socket deadline and the context's timer are separate timers: a
 	// probe may see "i/o timeout" an instant before ctx reports it.
-	if err != nil && (j.ctx.Err() == context.DeadlineExceeded || errors.Is(err, os.ErrDeadlineExceeded)) {
+	if err != nil && j.ctx.Err() == nil &&
+		(tctx.Err() == context.DeadlineExceeded || errors.Is(err, os.ErrDeadlineExceeded)) {
 		err = fmt.Errorf("%w after %v: %w", ErrTimeout, j.timeout, err)
 	}
+	tcancel()
 	j.cancel()
 	c.finish(ctx, j, err, latency)
 }

@@ -1,6 +1,7 @@
 package health
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -736,5 +737,39 @@ func TestTargetValidation(t *testing.T) {
 	nt, err := Target{ID: "x", Check: pass, Interval: 300 * time.Millisecond}.normalize()
 	if err != nil || nt.Timeout != 300*time.Millisecond || nt.Rise != DefaultRise || nt.Fall != DefaultFall {
 		t.Errorf("defaults: %+v %v", nt, err)
+	}
+}
+
+// TestTimeoutStartsWhenTheCheckRuns: a check that waited for a worker (a
+// burst larger than the pool) gets its whole Timeout once it runs; the wait
+// must not use it up and fail the check.
+func TestTimeoutStartsWhenTheCheckRuns(t *testing.T) {
+	const timeout = 50 * time.Millisecond
+	c := New(Options{})
+	var deadline time.Time
+	var sawErr error
+	if err := c.Add(Target{ID: "t", Interval: time.Second, Timeout: timeout, Check: Func(func(ctx context.Context) error {
+		deadline, _ = ctx.Deadline()
+		sawErr = ctx.Err()
+		return ctx.Err()
+	})}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.mu.Lock()
+	e := c.targets["t"]
+	heap.Remove(&c.queue, e.idx)
+	j := c.startLocked(ctx, e, c.clock.Now()) // taken from the heap, as the scheduler does
+	c.mu.Unlock()
+	time.Sleep(2 * timeout) // waiting for a worker; at least this long, never at most
+	ran := time.Now()
+	c.runJob(ctx, j)
+	if sawErr != nil || deadline.Before(ran.Add(timeout)) {
+		t.Errorf("the check ran with ctx error %v and deadline %v after it started; want none and %v",
+			sawErr, deadline.Sub(ran), timeout)
+	}
+	if st, _ := c.Status("t"); st.State != StateUp || st.LastErr != nil {
+		t.Errorf("status %+v", st)
 	}
 }

@@ -68,8 +68,8 @@ type Target struct {
 	// longer than Interval the next one starts when it ends.
 	Interval time.Duration
 	// Timeout bounds one check (default the smaller of DefaultTimeout and
-	// Interval). A check that has not succeeded by then fails with
-	// ErrTimeout.
+	// Interval), counted from when a worker starts it. A check that has not
+	// succeeded by then fails with ErrTimeout.
 	Timeout time.Duration
 	// Rise is how many consecutive successes move a down target up
 	// (default DefaultRise).
@@ -205,8 +205,9 @@ type Stats struct {
 	Targets int
 	// InFlight is how many checks are running now.
 	InFlight int
-	// Workers is how many worker goroutines exist (they are started on
-	// demand, up to Options.MaxConcurrent, and live until Run returns).
+	// Workers is how many worker goroutines exist. They are started while
+	// due checks wait for one, up to Options.MaxConcurrent, and exit after
+	// five seconds without work.
 	Workers int
 	// Checks counts checks completed since Run started.
 	Checks uint64
