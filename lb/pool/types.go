@@ -150,12 +150,6 @@ type Assignment struct {
 	Request Request
 }
 
-func (a Assignment) clone() Assignment {
-	a.IPs = slices.Clone(a.IPs)
-	a.Request = a.Request.clone()
-	return a
-}
-
 // ChangeKind says what SetPools did to a service.
 type ChangeKind string
 
