@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -93,8 +94,8 @@ const (
 	closed
 )
 
-// entry is one target's settings and state. All fields are guarded by
-// Checker.mu.
+// entry is one target's settings and state. All fields but the atomics are
+// guarded by Checker.mu.
 type entry struct {
 	t   Target // normalized
 	p   prober // current prober
@@ -102,9 +103,14 @@ type entry struct {
 	due time.Time
 
 	running bool
-	inUse   prober             // the prober of the running check
-	cancel  context.CancelFunc // cancels the running check
+	inUse   prober // the prober of the running check
 	removed bool
+
+	// Remove sets aborted and calls stop, the running probe's cancel,
+	// which the worker publishes while the probe runs. Between them they
+	// cancel a check whichever of Remove and the worker comes first.
+	aborted atomic.Bool
+	stop    atomic.Pointer[context.CancelFunc]
 
 	st Status
 }
@@ -113,8 +119,6 @@ type entry struct {
 type job struct {
 	e       *entry
 	p       prober
-	ctx     context.Context
-	cancel  context.CancelFunc
 	timeout time.Duration
 	start   time.Time // on the Checker's clock
 }
@@ -392,8 +396,11 @@ func (c *Checker) updateLocked(e *entry, nt Target) prober {
 func (c *Checker) removeLocked(e *entry) prober {
 	delete(c.targets, e.t.ID)
 	e.removed = true
+	e.aborted.Store(true)
 	if e.running {
-		e.cancel()
+		if stop := e.stop.Load(); stop != nil {
+			(*stop)()
+		}
 		if e.p == e.inUse {
 			return nil
 		}
@@ -464,7 +471,7 @@ func (c *Checker) schedule(ctx context.Context, pool *pool) {
 					c.log.Warn("health checks are starting late; raise MaxConcurrent", "late", c.late, "max_concurrent", c.max)
 				}
 			}
-			batch = append(batch, c.startLocked(ctx, e, now))
+			batch = append(batch, c.startLocked(e, now))
 		}
 		// Wake when the first check left enters the batch window.
 		var next time.Time
@@ -497,37 +504,38 @@ func (c *Checker) schedule(ctx context.Context, pool *pool) {
 	}
 }
 
-// startLocked takes e off the heap's books as running and returns its job.
-// The job's context is cancelled by Remove and by Run's end; the Timeout
-// only starts when a worker runs the job (runJob), so that time spent
-// waiting for a worker does not eat into it.
-func (c *Checker) startLocked(ctx context.Context, e *entry, now time.Time) job {
-	jctx, cancel := context.WithCancel(ctx)
-	e.running, e.inUse, e.cancel = true, e.p, cancel
+// startLocked marks e as running and returns its job. The Timeout only
+// starts when a worker runs the job (runJob), so that time spent waiting for
+// a worker does not eat into it.
+func (c *Checker) startLocked(e *entry, now time.Time) job {
+	e.running, e.inUse = true, e.p
 	c.inflight++
-	return job{e: e, p: e.p, ctx: jctx, cancel: cancel, timeout: e.t.Timeout, start: now}
+	return job{e: e, p: e.p, timeout: e.t.Timeout, start: now}
 }
 
 func (c *Checker) runJob(ctx context.Context, j job) {
-	if j.ctx.Err() != nil {
+	e := j.e
+	if e.aborted.Load() || ctx.Err() != nil {
 		// Removed, or the checker is stopping, since it was taken from the
 		// heap: finish discards the result, so do not probe.
-		j.cancel()
-		c.finish(ctx, j, j.ctx.Err(), 0)
+		c.finish(ctx, j, context.Canceled, 0)
 		return
 	}
-	tctx, tcancel := context.WithTimeout(j.ctx, j.timeout)
+	tctx, cancel := context.WithTimeout(ctx, j.timeout)
+	e.stop.Store(&cancel)
+	if e.aborted.Load() { // Remove ran before stop was published
+		cancel()
+	}
 	t0 := time.Now()
 	err := j.p.probe(tctx)
 	latency := time.Since(t0)
+	e.stop.Store(nil)
 	// The socket deadline and the context's timer are separate timers: a
 	// probe may see "i/o timeout" an instant before ctx reports it.
-	if err != nil && j.ctx.Err() == nil &&
-		(tctx.Err() == context.DeadlineExceeded || errors.Is(err, os.ErrDeadlineExceeded)) {
+	if err != nil && (tctx.Err() == context.DeadlineExceeded || errors.Is(err, os.ErrDeadlineExceeded)) {
 		err = fmt.Errorf("%w after %v: %w", ErrTimeout, j.timeout, err)
 	}
-	tcancel()
-	j.cancel()
+	cancel()
 	c.finish(ctx, j, err, latency)
 }
 
@@ -538,7 +546,7 @@ func (c *Checker) finish(ctx context.Context, j job, err error, latency time.Dur
 	changed := false
 
 	c.mu.Lock()
-	e.running, e.inUse, e.cancel = false, nil, nil
+	e.running, e.inUse = false, nil
 	c.inflight--
 	var unused prober
 	if e.removed || j.p != e.p {

@@ -760,7 +760,7 @@ func TestTimeoutStartsWhenTheCheckRuns(t *testing.T) {
 	c.mu.Lock()
 	e := c.targets["t"]
 	heap.Remove(&c.queue, e.idx)
-	j := c.startLocked(ctx, e, c.clock.Now()) // taken from the heap, as the scheduler does
+	j := c.startLocked(e, c.clock.Now()) // taken from the heap, as the scheduler does
 	c.mu.Unlock()
 	time.Sleep(2 * timeout) // waiting for a worker; at least this long, never at most
 	ran := time.Now()
