@@ -47,6 +47,15 @@ func (g GratuitousForm) String() string {
 }
 
 // Defaults of Config.
+//
+// They are deliberately faster than the protocols' own intervals, because a
+// failover wants the LAN to move within a second and a lost first frame
+// should be repeated within a fraction of it: RFC 5227 section 2.3 sends
+// ANNOUNCE_NUM (2) ARP Announcements ANNOUNCE_INTERVAL (2 s) apart, and RFC
+// 4861 section 7.2.6 allows up to MAX_NEIGHBOR_ADVERTISEMENT (3)
+// unsolicited advertisements that MUST be at least RetransTimer (1 s) apart.
+// To follow the RFCs to the letter, set AnnounceCount and AnnounceInterval
+// to 2 and 2 s (IPv4) or 3 and 1 s (IPv6).
 const (
 	DefaultAnnounceCount    = 3
 	DefaultAnnounceInterval = 250 * time.Millisecond
@@ -62,7 +71,10 @@ const (
 type Config struct {
 	// AnnounceCount is how many announcements (gratuitous ARP for IPv4,
 	// unsolicited neighbour advertisements for IPv6) are sent per VIP on
-	// acquire, the first at once. 0 means DefaultAnnounceCount.
+	// acquire, the first at once, and again each time the interface comes
+	// back up. A send that fails is retried AnnounceInterval later and does
+	// not count. 0 means DefaultAnnounceCount (see the defaults for how they
+	// compare with RFC 5227 and RFC 4861).
 	AnnounceCount int
 	// AnnounceInterval is the spacing of the burst. 0 means
 	// DefaultAnnounceInterval.
@@ -106,7 +118,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// ErrNotOwned is returned by Announce for a VIP the Announcer does not own.
+// ErrNotOwned is returned by Announce for a VIP the Announcer does not own,
+// and by Acquire when a Release running at the same time took one of its
+// VIPs back before Acquire returned.
 var ErrNotOwned = errors.New("arp: VIP not owned")
 
 // Stats counts what an Announcer saw and did since it was created.
@@ -115,7 +129,7 @@ type Stats struct {
 	// those the socket filter let through).
 	Received uint64
 	// Malformed counts frames that failed to decode, or neighbour
-	// solicitations that failed the RFC 4861 receive checks.
+	// discovery messages that failed the RFC 4861 receive checks.
 	Malformed uint64
 	// Ignored counts well-formed frames that needed no answer: not a
 	// question, not for an owned VIP, or for another VLAN.
@@ -126,8 +140,9 @@ type Stats struct {
 	// Announcements counts gratuitous ARP and unsolicited neighbour
 	// advertisement frames sent.
 	Announcements uint64
-	// Conflicts counts ARP packets from another MAC address whose sender
-	// IP is a VIP this Announcer owns: another node claims it.
+	// Conflicts counts ARP packets whose sender IP, and neighbour
+	// advertisements whose target, is a VIP this Announcer owns while
+	// their link-layer address is another's: another node claims the VIP.
 	Conflicts uint64
 	// WriteErrors counts frames the connection failed to send.
 	WriteErrors uint64
@@ -139,37 +154,96 @@ type counters struct {
 
 // vipState is the announcement schedule of one owned VIP.
 type vipState struct {
-	left int       // burst announcements still to send after the first
-	next time.Time // when the scheduler sends the next one; zero for never
+	// left is how many announcements the current burst still owes.
+	left int
+	// next is when the scheduler sends the next one; zero for never.
+	next time.Time
+	// sending is set while an announcement is being sent (by Acquire or by
+	// the scheduler), which then sets next.
+	sending bool
 }
+
+// due is a VIP whose announcement is being sent, with the state it was
+// sent for.
+type due struct {
+	ip netip.Addr
+	st *vipState
+}
+
+// reader is the receiving half of a connection. The connection Dial opens
+// has two, one socket per protocol.
+type reader interface {
+	ReadFrom(b []byte) (n int, addr net.Addr, err error)
+}
+
+// sender is what the Announcer needs of its connection besides reading.
+type sender interface {
+	WriteTo(b []byte, addr net.Addr) (n int, err error)
+	Close() error
+}
+
+type groupJoiner interface {
+	JoinGroup(mac net.HardwareAddr) error
+	LeaveGroup(mac net.HardwareAddr) error
+}
+
+type linkWatcher interface {
+	LinkStates() <-chan LinkState
+}
+
+type writeDeadliner interface {
+	SetWriteDeadline(t time.Time) error
+}
+
+// writeTimeout bounds each write. A frame is sent while the Announcer's
+// lock is held for reading (so that Release can promise that nothing is sent
+// for a VIP once it returns), so a write that blocked, on a socket whose
+// send buffer stays full, would hold up Release and Close; after
+// writeTimeout it fails instead and the burst retries it.
+const writeTimeout = 100 * time.Millisecond
 
 // Announcer owns a set of VIPs on one Ethernet interface: it announces each
 // on acquire, optionally again at intervals, and answers ARP requests and
 // neighbour solicitations for exactly the VIPs it owns, on exactly its
-// interface. It runs two goroutines (a reader and a scheduler) from New until
-// Close. Its methods are safe for concurrent use.
+// interface. It runs a scheduler goroutine, a reader goroutine per socket
+// and, when its connection reports the link's state, a goroutine that
+// follows it, from New until Close. Its methods are safe for concurrent
+// use.
+//
+// When the connection reports the link's state (Dial's does, through
+// rtnetlink; see LinkConn), the Announcer stops announcing while the link
+// is down, announces every VIP it owns again, a full burst, when the link
+// comes back up (switches and neighbours may have forgotten it meanwhile),
+// and stops for good with ErrInterfaceGone when the interface is deleted.
+// A write or read that fails with ENXIO or ENODEV stops it the same way.
+// A stopped Announcer owns nothing; a new interface of the same name needs a
+// new Announcer (Dial again).
 type Announcer struct {
 	ifi  net.Interface
 	mac  net.HardwareAddr
-	conn Conn
-	mc   MulticastConn // nil when conn cannot join groups
+	conn sender
+	mc   groupJoiner    // nil when conn cannot join groups
+	wd   writeDeadliner // nil when conn has no write deadline
 	cfg  Config
 	log  *slog.Logger
 
-	// mu guards owned and closed. Every frame about a VIP is sent while
-	// holding mu for reading and after checking that the VIP is owned, so
-	// that once Release (which takes mu for writing) returns, nothing more
-	// is sent for the released VIPs.
-	mu     sync.RWMutex
-	owned  map[netip.Addr]*vipState
-	closed bool
+	// mu guards owned, closed and linkDown. Every frame about a VIP is sent
+	// while holding mu for reading and after checking that the VIP is
+	// owned, so that once Release (which takes mu for writing) returns,
+	// nothing more is sent for the released VIPs.
+	mu       sync.RWMutex
+	owned    map[netip.Addr]*vipState
+	closed   bool
+	linkDown bool
 
-	wake     chan struct{} // nudges the scheduler after Acquire
-	stop     chan struct{} // closed by Close or a fatal read error
-	stopOnce sync.Once
-	wg       sync.WaitGroup
-	errMu    sync.Mutex
-	err      error // why the announcer stopped
+	wake      chan struct{} // nudges the scheduler
+	stop      chan struct{} // closed when the Announcer stops
+	stopOnce  sync.Once
+	closeOnce sync.Once
+	closeErr  error // of conn.Close
+	wg        sync.WaitGroup
+	errMu     sync.Mutex
+	err       error // why the announcer stopped
 
 	stats counters
 }
@@ -178,13 +252,20 @@ type Announcer struct {
 // which it owns from now on (Close closes it). ifi supplies the MAC address
 // the Announcer answers with and, for Dial, the interface index. Use New with
 // a FakeConn to test without root, or with a packet socket you opened
-// yourself.
+// yourself (with Filter attached). When conn is also a MulticastConn the
+// Announcer joins solicited-node groups through it, when it is a LinkConn it
+// follows the link's state, and when it has a SetWriteDeadline method (as
+// *packet.Conn has) every write gets a deadline.
 func New(ifi *net.Interface, conn Conn, cfg Config) (*Announcer, error) {
-	if err := validateIface(ifi); err != nil {
-		return nil, err
-	}
 	if conn == nil {
 		return nil, invalid("conn", "nil Conn")
+	}
+	return newAnnouncer(ifi, conn, []reader{conn}, cfg)
+}
+
+func newAnnouncer(ifi *net.Interface, conn sender, readers []reader, cfg Config) (*Announcer, error) {
+	if err := validateIface(ifi); err != nil {
+		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -201,10 +282,18 @@ func New(ifi *net.Interface, conn Conn, cfg Config) (*Announcer, error) {
 		stop:  make(chan struct{}),
 	}
 	a.ifi.HardwareAddr = a.mac
-	a.mc, _ = conn.(MulticastConn)
-	a.wg.Add(2)
-	go a.readLoop()
+	a.mc, _ = conn.(groupJoiner)
+	a.wd, _ = conn.(writeDeadliner)
+	a.wg.Add(1)
 	go a.scheduleLoop()
+	for _, r := range readers {
+		a.wg.Add(1)
+		go a.readLoop(r)
+	}
+	if lw, ok := conn.(linkWatcher); ok {
+		a.wg.Add(1)
+		go a.linkLoop(lw.LinkStates())
+	}
 	return a, nil
 }
 
@@ -227,12 +316,23 @@ func (a *Announcer) Interface() net.Interface {
 
 // Acquire makes the Announcer own vips: it joins the solicited-node
 // multicast group of each IPv6 VIP, starts answering for them, sends the
-// first announcement of each at once and schedules the rest of the burst.
-// VIPs it already owns are left as they are (use Announce to announce them
-// again). Acquire is all or nothing: when a VIP is invalid, ctx ends, or a
-// group join or the first announcement fails, it returns the error and owns
-// none of the VIPs this call added (announcements already sent cannot be
-// taken back).
+// first announcement of each before it returns (unless the link is down:
+// then the burst starts when it comes up) and schedules the rest of the
+// burst. VIPs it already owns are left as they are (use Announce to announce
+// them again).
+//
+// Taking ownership is all or nothing: when a VIP is invalid, ctx has ended,
+// or a group join fails, Acquire returns the error and owns none of the VIPs
+// this call would have added. A first announcement that cannot be sent does
+// not undo the acquisition: it is counted in Stats.WriteErrors, logged, and
+// retried AnnounceInterval later (an interface that is gone stops the
+// Announcer instead, and Acquire returns ErrClosed). When ctx ends while the
+// first announcements are being sent, Acquire leaves the rest to the
+// scheduler, which sends them at once.
+//
+// Acquire returns nil only if every VIP in vips is owned when it returns:
+// if a Release running at the same time took one back first, it returns
+// ErrNotOwned, and if the Announcer was closed or stopped, ErrClosed.
 func (a *Announcer) Acquire(ctx context.Context, vips ...netip.Addr) error {
 	vips, err := normalizeVIPs(vips)
 	if err != nil {
@@ -241,58 +341,78 @@ func (a *Announcer) Acquire(ctx context.Context, vips ...netip.Addr) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	now := time.Now()
 	a.mu.Lock()
 	if err := a.usable(); err != nil {
 		a.mu.Unlock()
 		return err
 	}
-	var added []netip.Addr
+	var added []due
 	for _, ip := range vips {
 		if _, ok := a.owned[ip]; ok {
 			continue
 		}
 		if err := a.join(ip); err != nil {
-			a.dropLocked(added)
+			for _, d := range added {
+				a.dropLocked(d.ip)
+			}
 			a.mu.Unlock()
 			return err
 		}
-		st := &vipState{left: a.cfg.AnnounceCount - 1}
-		st.next = a.nextAfter(st, now)
+		// This call sends the first announcement.
+		st := &vipState{left: a.cfg.AnnounceCount, sending: true}
 		a.owned[ip] = st
-		added = append(added, ip)
+		added = append(added, due{ip, st})
+	}
+	down := a.linkDown
+	a.mu.Unlock()
+
+	for i, d := range added {
+		if down || ctx.Err() != nil {
+			a.handOver(added[i:])
+			break
+		}
+		a.announceDue(d)
+	}
+	err = a.checkOwned(vips, " (released while being acquired)")
+	if err == nil && len(added) > 0 {
+		a.log.Debug("acquired", "vips", vips)
+	}
+	return err
+}
+
+// handOver schedules the first announcement of VIPs Acquire did not send
+// for now, and wakes the scheduler.
+func (a *Announcer) handOver(ds []due) {
+	now := time.Now()
+	a.mu.Lock()
+	for _, d := range ds {
+		if a.owned[d.ip] == d.st && d.st.sending {
+			d.st.sending = false
+			d.st.next = now
+		}
 	}
 	a.mu.Unlock()
 	a.nudge()
-	for _, ip := range added {
-		err := ctx.Err()
-		if err == nil {
-			_, err = a.announceOne(ip)
-		}
-		if err != nil {
-			a.mu.Lock()
-			a.dropLocked(added)
-			a.mu.Unlock()
-			return fmt.Errorf("arp: acquire %s on %s: %w", ip, a.ifi.Name, err)
-		}
-	}
-	if len(added) > 0 {
-		a.log.Debug("acquired", "vips", added)
-	}
-	return nil
 }
 
 // Release stops the Announcer owning vips: when it returns, no answer and no
 // announcement for them is sent any more, and their solicited-node groups
 // are left. VIPs it does not own are ignored. It fails only for invalid
 // input, in which case nothing is released.
+//
+// Release takes no context on purpose: it never waits for the network (at
+// most for one frame being written, whose write has a deadline) and it must
+// not be refused because a context ended, as it runs on failover and
+// shutdown paths whose contexts often have.
 func (a *Announcer) Release(vips ...netip.Addr) error {
 	vips, err := normalizeVIPs(vips)
 	if err != nil {
 		return err
 	}
 	a.mu.Lock()
-	a.dropLocked(vips)
+	for _, ip := range vips {
+		a.dropLocked(ip)
+	}
 	a.mu.Unlock()
 	a.log.Debug("released", "vips", vips)
 	return nil
@@ -300,21 +420,13 @@ func (a *Announcer) Release(vips ...netip.Addr) error {
 
 // Announce sends one announcement for each of vips now, outside the burst
 // and re-announcement schedule. Every VIP must be owned (ErrNotOwned
-// otherwise, and nothing is sent).
+// otherwise, and nothing is sent). It returns the first write error.
 func (a *Announcer) Announce(ctx context.Context, vips ...netip.Addr) error {
 	vips, err := normalizeVIPs(vips)
 	if err != nil {
 		return err
 	}
-	a.mu.RLock()
-	err = a.usable()
-	for _, ip := range vips {
-		if _, ok := a.owned[ip]; !ok && err == nil {
-			err = fmt.Errorf("%w: %s on %s", ErrNotOwned, ip, a.ifi.Name)
-		}
-	}
-	a.mu.RUnlock()
-	if err != nil {
+	if err := a.checkOwned(vips, ""); err != nil {
 		return err
 	}
 	for _, ip := range vips {
@@ -323,16 +435,24 @@ func (a *Announcer) Announce(ctx context.Context, vips ...netip.Addr) error {
 		}
 		sent, err := a.announceOne(ip)
 		if err != nil {
+			a.writeFailed(err)
+			if cerr := a.closedErr(); cerr != nil {
+				return cerr
+			}
 			return fmt.Errorf("arp: announce %s on %s: %w", ip, a.ifi.Name, err)
 		}
 		if !sent {
+			if cerr := a.closedErr(); cerr != nil {
+				return cerr
+			}
 			return fmt.Errorf("%w: %s on %s (released meanwhile)", ErrNotOwned, ip, a.ifi.Name)
 		}
 	}
 	return nil
 }
 
-// Owned returns the VIPs the Announcer owns, sorted.
+// Owned returns the VIPs the Announcer owns, sorted. A stopped Announcer
+// owns none.
 func (a *Announcer) Owned() []netip.Addr {
 	a.mu.RLock()
 	out := make([]netip.Addr, 0, len(a.owned))
@@ -360,57 +480,119 @@ func (a *Announcer) Stats() Stats {
 }
 
 // Done returns a channel that is closed when the Announcer stops: after
-// Close, or when reading from its connection failed for good (see Err).
+// Close, or when its interface is gone or reading from its connection failed
+// for good (see Err). A stopped Announcer owns nothing and sends nothing;
+// Close it to wait for its goroutines.
 func (a *Announcer) Done() <-chan struct{} { return a.stop }
 
-// Err returns nil while the Announcer runs, the read error that stopped it,
-// or ErrClosed after Close.
+// Err returns nil while the Announcer runs; then why it stopped: ErrClosed
+// after Close, an error matching ErrInterfaceGone when its interface was
+// deleted, or the read error that stopped it.
 func (a *Announcer) Err() error {
 	a.errMu.Lock()
 	defer a.errMu.Unlock()
 	return a.err
 }
 
-// Close releases every VIP, stops the goroutines, waits for them and closes
-// the connection, which also leaves every multicast group. It is idempotent.
+// Close releases every VIP, stops the goroutines, closes the connection
+// (which also leaves every multicast group) and waits for the goroutines.
+// It is idempotent, and also needed after the Announcer stopped by itself.
 func (a *Announcer) Close() error {
-	a.mu.Lock()
-	if a.closed {
-		a.mu.Unlock()
-		return nil
-	}
-	a.closed = true
-	a.owned = map[netip.Addr]*vipState{}
-	a.mu.Unlock()
-	a.halt(ErrClosed)
-	err := a.conn.Close()
+	a.shutdown(ErrClosed)
 	a.wg.Wait()
-	if err != nil {
-		return fmt.Errorf("arp: close %s: %w", a.ifi.Name, err)
+	if a.closeErr != nil {
+		return fmt.Errorf("arp: close %s: %w", a.ifi.Name, a.closeErr)
 	}
 	return nil
 }
 
-// halt records why the announcer stops (the first reason wins) and stops
-// the scheduler.
-func (a *Announcer) halt(cause error) {
+// shutdown stops the Announcer: it records why (the first reason wins),
+// drops every VIP, wakes the goroutines and closes the connection, which
+// ends the readers. a.mu must not be held.
+func (a *Announcer) shutdown(cause error) {
 	a.errMu.Lock()
-	if a.err == nil {
+	first := a.err == nil
+	if first {
 		a.err = cause
 	}
 	a.errMu.Unlock()
+	a.mu.Lock()
+	a.closed = true
+	a.owned = map[netip.Addr]*vipState{} // closing the connection leaves the groups
+	a.mu.Unlock()
 	a.stopOnce.Do(func() { close(a.stop) })
+	a.closeOnce.Do(func() { a.closeErr = a.conn.Close() })
+	if first && cause != ErrClosed {
+		a.log.Error("announcer stops", "err", cause)
+	}
+}
+
+func (a *Announcer) stopped() bool {
+	select {
+	case <-a.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // usable reports why the announcer cannot take work; a.mu must be held.
 func (a *Announcer) usable() error {
-	if a.closed {
-		return ErrClosed
+	if !a.closed {
+		return nil
 	}
-	if err := a.Err(); err != nil {
+	if err := a.Err(); err != nil && err != ErrClosed {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
+	return ErrClosed
+}
+
+// checkOwned returns ErrClosed if the Announcer has stopped, and
+// ErrNotOwned, its message followed by why, if it does not own every one of
+// vips.
+func (a *Announcer) checkOwned(vips []netip.Addr, why string) error {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if err := a.usable(); err != nil {
+		return err
+	}
+	for _, ip := range vips {
+		if _, ok := a.owned[ip]; !ok {
+			return fmt.Errorf("%w: %s on %s%s", ErrNotOwned, ip, a.ifi.Name, why)
+		}
+	}
 	return nil
+}
+
+// closedErr is usable for callers that do not hold a.mu.
+func (a *Announcer) closedErr() error {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.usable()
+}
+
+// gone returns the error that stops the Announcer when its interface is
+// deleted; cause is the error that told, or nil.
+func (a *Announcer) gone(cause error) error {
+	if cause == nil {
+		return fmt.Errorf("%w: %s (index %d) was deleted", ErrInterfaceGone, a.ifi.Name, a.ifi.Index)
+	}
+	return fmt.Errorf("%w: %s (index %d): %w", ErrInterfaceGone, a.ifi.Name, a.ifi.Index, cause)
+}
+
+// isGone reports whether a socket error means that the interface no longer
+// exists: a packet socket's sendto fails with ENXIO for an interface index
+// that is gone, and other calls with ENODEV.
+func isGone(err error) bool {
+	return errors.Is(err, syscall.ENXIO) || errors.Is(err, syscall.ENODEV)
+}
+
+// writeFailed stops the Announcer when a write failed because the interface
+// is gone. a.mu must not be held.
+func (a *Announcer) writeFailed(err error) {
+	if isGone(err) {
+		a.shutdown(a.gone(err))
+	}
 }
 
 func (a *Announcer) nudge() {
@@ -431,17 +613,15 @@ func (a *Announcer) join(ip netip.Addr) error {
 	return nil
 }
 
-// dropLocked stops owning vips; a.mu must be held for writing.
-func (a *Announcer) dropLocked(vips []netip.Addr) {
-	for _, ip := range vips {
-		if _, ok := a.owned[ip]; !ok {
-			continue
-		}
-		delete(a.owned, ip)
-		if ip.Is6() && a.mc != nil {
-			if err := a.mc.LeaveGroup(IPv6MulticastMAC(SolicitedNodeMulticast(ip))); err != nil {
-				a.log.Warn("leave solicited-node group", "vip", ip, "err", err)
-			}
+// dropLocked stops owning ip; a.mu must be held for writing.
+func (a *Announcer) dropLocked(ip netip.Addr) {
+	if _, ok := a.owned[ip]; !ok {
+		return
+	}
+	delete(a.owned, ip)
+	if ip.Is6() && a.mc != nil {
+		if err := a.mc.LeaveGroup(IPv6MulticastMAC(SolicitedNodeMulticast(ip))); err != nil {
+			a.log.Warn("leave solicited-node group", "vip", ip, "err", err)
 		}
 	}
 }
@@ -479,18 +659,19 @@ func normalizeVIPs(vips []netip.Addr) ([]netip.Addr, error) {
 	return out, nil
 }
 
-// scheduleLoop sends the rest of each burst and the periodic
-// re-announcements.
+// scheduleLoop sends the rest of each burst, the retries of failed
+// announcements and the periodic re-announcements.
 func (a *Announcer) scheduleLoop() {
 	defer a.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		due, next := a.collectDue(time.Now())
-		for _, ip := range due {
-			if _, err := a.announceOne(ip); err != nil {
-				a.log.Warn("announce", "vip", ip, "err", err)
-			}
+		for _, d := range due {
+			a.announceDue(d)
+		}
+		if len(due) > 0 {
+			continue // announceDue has set new times
 		}
 		var fire <-chan time.Time
 		if !next.IsZero() {
@@ -507,27 +688,52 @@ func (a *Announcer) scheduleLoop() {
 	}
 }
 
-// collectDue returns the VIPs whose announcement is due at now, advancing
-// their schedules, and the earliest time one is due next.
-func (a *Announcer) collectDue(now time.Time) (due []netip.Addr, next time.Time) {
+// collectDue returns the VIPs whose announcement is due at now, marking each
+// as being sent, and the earliest time one is due next. While the link is
+// down nothing is due.
+func (a *Announcer) collectDue(now time.Time) (ds []due, next time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.linkDown {
+		return nil, time.Time{}
+	}
 	for ip, st := range a.owned {
-		if st.next.IsZero() {
-			continue
-		}
-		if !now.Before(st.next) {
-			due = append(due, ip)
-			if st.left > 0 {
-				st.left--
-			}
-			st.next = a.nextAfter(st, now)
-		}
-		if !st.next.IsZero() && (next.IsZero() || st.next.Before(next)) {
+		switch {
+		case st.sending || st.next.IsZero():
+		case !now.Before(st.next):
+			st.sending = true
+			ds = append(ds, due{ip, st})
+		case next.IsZero() || st.next.Before(next):
 			next = st.next
 		}
 	}
-	return due, next
+	return ds, next
+}
+
+// announceDue sends the announcement of d that is due and schedules the
+// next: a successful one counts towards the burst, a failed one is retried
+// AnnounceInterval later.
+func (a *Announcer) announceDue(d due) {
+	sent, err := a.announceOne(d.ip)
+	now := time.Now()
+	a.mu.Lock()
+	if a.owned[d.ip] == d.st && d.st.sending {
+		d.st.sending = false
+		if sent && err == nil && d.st.left > 0 {
+			d.st.left--
+		}
+		if err != nil {
+			d.st.next = now.Add(a.cfg.AnnounceInterval)
+		} else {
+			d.st.next = a.nextAfter(d.st, now)
+		}
+	}
+	a.mu.Unlock()
+	a.nudge() // the scheduler may be waiting for a later time, or none
+	if err != nil && !a.stopped() {
+		a.log.Warn("announce", "vip", d.ip, "err", err)
+		a.writeFailed(err)
+	}
 }
 
 // announceOne sends one announcement of ip (one or two gratuitous ARP
@@ -535,7 +741,6 @@ func (a *Announcer) collectDue(now time.Time) (due []netip.Addr, next time.Time)
 // reports whether it was.
 func (a *Announcer) announceOne(ip netip.Addr) (bool, error) {
 	var frames [][]byte
-	var err error
 	if ip.Is4() {
 		var pkts []Packet
 		if a.cfg.GratuitousARP != GratuitousReply {
@@ -545,8 +750,8 @@ func (a *Announcer) announceOne(ip netip.Addr) (bool, error) {
 			pkts = append(pkts, GratuitousARP(a.mac, ip, OperationReply))
 		}
 		for i := range pkts {
-			var f []byte
-			if f, err = AppendARPFrame(nil, broadcastMAC, a.mac, &pkts[i]); err != nil {
+			f, err := AppendARPFrame(nil, broadcastMAC, a.mac, &pkts[i])
+			if err != nil {
 				return false, err
 			}
 			frames = append(frames, f)
@@ -564,7 +769,8 @@ func (a *Announcer) announceOne(ip netip.Addr) (bool, error) {
 }
 
 // sendIfOwned writes frames to dst while holding a.mu for reading, if ip is
-// owned. It reports whether ip was owned.
+// owned. It reports whether ip was owned. The caller handles the error (see
+// writeFailed), after this has let go of a.mu.
 func (a *Announcer) sendIfOwned(ip netip.Addr, dst net.HardwareAddr, counter *atomic.Uint64, frames ...[]byte) (bool, error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
@@ -573,42 +779,102 @@ func (a *Announcer) sendIfOwned(ip netip.Addr, dst net.HardwareAddr, counter *at
 	}
 	to := &packet.Addr{HardwareAddr: dst}
 	for _, f := range frames {
+		if a.wd != nil {
+			_ = a.wd.SetWriteDeadline(time.Now().Add(writeTimeout))
+		}
 		// Counted before the write, so that whoever sees the frame sees
 		// the count; taken back if the write fails.
 		counter.Add(1)
 		if _, err := a.conn.WriteTo(f, to); err != nil {
 			counter.Add(^uint64(0))
-			a.stats.writeErrors.Add(1)
+			if !a.stopped() {
+				a.stats.writeErrors.Add(1)
+			}
 			return true, err
 		}
 	}
 	return true, nil
 }
 
-// readBufferLen holds any Ethernet frame up to a 9000-byte MTU.
-const readBufferLen = 9216
-
-// readLoop reads frames and answers them until the connection is closed or
-// fails.
-func (a *Announcer) readLoop() {
+// linkLoop follows the link states the connection reports.
+func (a *Announcer) linkLoop(states <-chan LinkState) {
 	defer a.wg.Done()
-	buf := make([]byte, readBufferLen)
 	for {
-		n, _, err := a.conn.ReadFrom(buf)
-		if n > 0 && err == nil {
-			a.handle(buf[:n])
-		}
-		if err == nil {
-			continue
-		}
 		select {
 		case <-a.stop:
 			return
-		default:
+		case s, ok := <-states:
+			if !ok {
+				if !a.stopped() {
+					a.log.Warn("the connection stopped reporting the link's state")
+				}
+				return
+			}
+			a.setLink(s)
 		}
-		if errors.Is(err, syscall.ENETDOWN) {
+	}
+}
+
+// setLink acts on a link state: LinkDown pauses the announcements, LinkUp
+// after LinkDown starts a new burst for every owned VIP, LinkGone stops the
+// Announcer.
+func (a *Announcer) setLink(s LinkState) {
+	switch s {
+	case LinkGone:
+		a.shutdown(a.gone(nil))
+	case LinkDown:
+		a.mu.Lock()
+		was := a.linkDown
+		a.linkDown = true
+		a.mu.Unlock()
+		if !was {
+			a.log.Warn("link down: announcements wait for it to come up")
+		}
+	case LinkUp:
+		now := time.Now()
+		a.mu.Lock()
+		was := a.linkDown
+		a.linkDown = false
+		if was {
+			for _, st := range a.owned {
+				st.left = a.cfg.AnnounceCount
+				if !st.sending { // else the send in flight counts
+					st.next = now
+				}
+			}
+		}
+		n := len(a.owned)
+		a.mu.Unlock()
+		if was {
+			a.log.Info("link up: announcing again", "vips", n)
+			a.nudge()
+		}
+	}
+}
+
+// readBufferLen holds any Ethernet frame up to a 9000-byte MTU.
+const readBufferLen = 9216
+
+// readLoop reads frames from r and answers them until the connection is
+// closed or fails.
+func (a *Announcer) readLoop(r reader) {
+	defer a.wg.Done()
+	buf := make([]byte, readBufferLen)
+	for {
+		n, _, err := r.ReadFrom(buf)
+		if err == nil {
+			if n > 0 {
+				a.handle(buf[:n])
+			}
+			continue
+		}
+		if a.stopped() {
+			return
+		}
+		switch {
+		case errors.Is(err, syscall.ENETDOWN):
 			// The kernel reports an interface going down once per socket
-			// and keeps the socket; answering resumes when it comes up.
+			// and keeps the socket; frames arrive again when it is up.
 			a.log.Warn("interface down", "err", err)
 			select {
 			case <-a.stop:
@@ -616,9 +882,11 @@ func (a *Announcer) readLoop() {
 			case <-time.After(10 * time.Millisecond):
 			}
 			continue
+		case isGone(err):
+			a.shutdown(a.gone(err))
+		default:
+			a.shutdown(fmt.Errorf("arp: read on %s: %w", a.ifi.Name, err))
 		}
-		a.log.Error("read failed, announcer stops", "err", err)
-		a.halt(fmt.Errorf("arp: read on %s: %w", a.ifi.Name, err))
 		return
 	}
 }
@@ -665,10 +933,7 @@ func (a *Announcer) handleARP(f *Frame) {
 		a.stats.ignored.Add(1)
 		return
 	}
-	if !equalMAC(p.SenderHardwareAddr, a.mac) && a.owns(p.SenderIP) {
-		a.stats.conflicts.Add(1)
-		a.log.Warn("another host claims an owned VIP", "vip", p.SenderIP, "mac", p.SenderHardwareAddr, "op", p.Operation)
-	}
+	a.checkConflict(p.SenderIP, p.SenderHardwareAddr, p.Operation.String())
 	if p.Operation != OperationRequest || p.IsGratuitous() || equalMAC(p.SenderHardwareAddr, a.mac) {
 		a.stats.ignored.Add(1)
 		return
@@ -686,18 +951,33 @@ func (a *Announcer) handleARP(f *Frame) {
 	a.answer(p.TargetIP, dst, &a.stats.arpReplies, frame, "arp reply", p.SenderIP)
 }
 
+// checkConflict counts and logs another host's claim of an owned VIP.
+func (a *Announcer) checkConflict(ip netip.Addr, mac net.HardwareAddr, what string) {
+	if !equalMAC(mac, a.mac) && a.owns(ip) {
+		a.stats.conflicts.Add(1)
+		a.log.Warn("another host claims an owned VIP", "vip", ip, "mac", mac, "op", what)
+	}
+}
+
 func (a *Announcer) handleNDP(f *Frame) {
 	m, err := ParseNeighborMessage(f.Payload)
 	if err != nil {
 		a.malformed(err)
 		return
 	}
-	if m.Type != TypeNeighborSolicitation {
-		a.stats.ignored.Add(1)
-		return
-	}
 	if err := m.CheckReceived(); err != nil {
 		a.malformed(err)
+		return
+	}
+	if m.Type == TypeNeighborAdvertisement {
+		// An advertisement without a target link-layer address option
+		// speaks for the host that sent it.
+		lla := m.LinkLayerAddr
+		if lla == nil {
+			lla = f.Source
+		}
+		a.checkConflict(m.Target, lla, m.Type.String())
+		a.stats.ignored.Add(1)
 		return
 	}
 	snm := SolicitedNodeMulticast(m.Target)
@@ -732,7 +1012,10 @@ func (a *Announcer) answer(vip netip.Addr, dst net.HardwareAddr, counter *atomic
 	case !owned:
 		a.stats.ignored.Add(1)
 	case err != nil:
-		a.log.Warn(what, "vip", vip, "to", to, "err", err)
+		if !a.stopped() {
+			a.log.Warn(what, "vip", vip, "to", to, "err", err)
+		}
+		a.writeFailed(err)
 	default:
 		a.log.Debug(what, "vip", vip, "to", to, "mac", dst)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"syscall"
 	"testing"
@@ -338,6 +339,39 @@ func TestARPReplyFields(t *testing.T) {
 	}
 }
 
+func TestIPv6ConflictDetected(t *testing.T) {
+	f := newFixture(t, Config{AnnounceCount: 1})
+	f.acquire(vip6)
+	f.next()
+	allNodesMAC := IPv6MulticastMAC(allNodes)
+	noTLLA := UnsolicitedAdvertisement(macOth, vip6)
+	noTLLA.LinkLayerAddr = nil
+	for _, tt := range []struct {
+		name     string
+		frame    []byte
+		conflict bool
+	}{
+		{"another MAC advertises the VIP", ndFrame(t, allNodesMAC, macOth, UnsolicitedAdvertisement(macOth, vip6)), true},
+		{"without target link-layer address, from another MAC", ndFrame(t, allNodesMAC, macOth, noTLLA), true},
+		{"another MAC advertises an address not owned", ndFrame(t, allNodesMAC, macOth, UnsolicitedAdvertisement(macOth, vip6b)), false},
+		{"relayed advertisement with our MAC", ndFrame(t, allNodesMAC, macOth, UnsolicitedAdvertisement(macA, vip6)), false},
+	} {
+		before := f.a.Stats()
+		f.inject(tt.frame)
+		f.inject(ndFrame(t, IPv6MulticastMAC(SolicitedNodeMulticast(vip6)), macC, solicit(clnt6, vip6, macC)))
+		if m := f.next(); m.nd == nil || m.nd.Type != TypeNeighborAdvertisement || !m.nd.Solicited {
+			t.Fatalf("%s: the sentinel got %+v", tt.name, m)
+		}
+		s := f.a.Stats()
+		if got := s.Conflicts - before.Conflicts; got != map[bool]uint64{true: 1}[tt.conflict] {
+			t.Errorf("%s: %d conflicts", tt.name, got)
+		}
+		if s.NeighborAdvertisements != before.NeighborAdvertisements+1 || s.Malformed != 0 {
+			t.Errorf("%s: answered or malformed: %+v", tt.name, s)
+		}
+	}
+}
+
 func TestConflictDetected(t *testing.T) {
 	f := newFixture(t, Config{AnnounceCount: 1})
 	f.acquire(vip4)
@@ -592,27 +626,182 @@ func TestValidation(t *testing.T) {
 	}
 }
 
-func TestAcquireRollsBackOnWriteFailure(t *testing.T) {
-	f := newFixture(t, Config{})
-	boom := errors.New("no buffer space")
-	f.conn.FailWrites(boom)
-	err := f.a.Acquire(context.Background(), vip6, vip4)
-	if !errors.Is(err, boom) {
-		t.Fatalf("Acquire = %v", err)
+func TestAcquireKeepsVIPsWhenFirstSendFails(t *testing.T) {
+	const interval = 20 * time.Millisecond
+	f := newFixture(t, Config{AnnounceCount: 2, AnnounceInterval: interval})
+	f.conn.FailWrites(errors.New("no buffer space"))
+	if err := f.a.Acquire(context.Background(), vip6, vip4); err != nil {
+		t.Fatalf("Acquire = %v: a failed send must not undo the acquisition", err)
 	}
-	if len(f.a.Owned()) != 0 || len(f.conn.Groups()) != 0 {
-		t.Fatalf("owned %v, groups %v after a failed Acquire", f.a.Owned(), f.conn.Groups())
+	if got := f.a.Owned(); !slices.Equal(got, []netip.Addr{vip4, vip6}) || len(f.conn.Groups()) != 1 {
+		t.Fatalf("owned %v, groups %v", got, f.conn.Groups())
 	}
-	if s := f.a.Stats(); s.WriteErrors != 1 {
-		t.Fatalf("stats %+v", s)
+	// The retries fail too, AnnounceInterval apart.
+	deadline := time.Now().Add(3 * time.Second)
+	for f.a.Stats().WriteErrors < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("failed announcements not retried: %+v", f.a.Stats())
+		}
+		time.Sleep(time.Millisecond)
 	}
 	f.conn.FailWrites(nil)
+	// Failed sends do not count: each VIP still gets its burst of 2.
+	count := map[netip.Addr]int{}
+	for range 4 {
+		m := f.next()
+		switch {
+		case m.arp != nil:
+			count[m.arp.SenderIP]++
+		case m.nd != nil:
+			count[m.nd.Target]++
+		}
+	}
+	if count[vip4] != 2 || count[vip6] != 2 {
+		t.Fatalf("announcements %v, want 2 per VIP", count)
+	}
+	time.Sleep(5 * interval)
+	f.quiet()
+
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := f.a.Acquire(ctx, vip4); !errors.Is(err, context.Canceled) || len(f.a.Owned()) != 0 {
+	if err := f.a.Acquire(ctx, vip4b); !errors.Is(err, context.Canceled) || slices.Contains(f.a.Owned(), vip4b) {
 		t.Fatalf("Acquire with a cancelled context = %v, owned %v", err, f.a.Owned())
 	}
-	f.acquire(vip4)
+}
+
+// waitDone waits until the Announcer stops.
+func waitDone(t testing.TB, a *Announcer) {
+	t.Helper()
+	select {
+	case <-a.Done():
+	case <-time.After(3 * time.Second):
+		t.Fatal("Done is still open")
+	}
+}
+
+// waitLinkDown waits until the Announcer has taken in a LinkDown state.
+func waitLinkDown(t *testing.T, a *Announcer, down bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		a.mu.RLock()
+		got := a.linkDown
+		a.mu.RUnlock()
+		if got == down {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("link down = %v, want %v", got, down)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestLinkDownPausesAndUpAnnouncesAgain(t *testing.T) {
+	const interval = 20 * time.Millisecond
+	f := newFixture(t, Config{AnnounceCount: 2, AnnounceInterval: interval})
+	f.acquire(vip4, vip6)
+	for range 4 {
+		f.next()
+	}
+	if err := f.conn.SetLink(LinkDown); err != nil {
+		t.Fatal(err)
+	}
+	waitLinkDown(t, f.a, true)
+	// A VIP acquired while the link is down is owned at once and waits.
+	f.acquire(vip4b)
+	time.Sleep(5 * interval)
+	f.quiet()
+	if s := f.a.Stats(); s.WriteErrors != 0 {
+		t.Fatalf("%d writes tried while the link was down", s.WriteErrors)
+	}
+	// Down again changes nothing; up starts a new burst for every VIP.
+	if err := f.conn.SetLink(LinkDown); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.conn.SetLink(LinkUp); err != nil {
+		t.Fatal(err)
+	}
+	count := map[netip.Addr]int{}
+	for range 6 {
+		m := f.next()
+		switch {
+		case m.arp != nil && m.arp.IsGratuitous():
+			count[m.arp.SenderIP]++
+		case m.nd != nil && m.nd.Type == TypeNeighborAdvertisement && !m.nd.Solicited:
+			count[m.nd.Target]++
+		default:
+			t.Fatalf("not an announcement: %+v", m)
+		}
+	}
+	if count[vip4] != 2 || count[vip6] != 2 || count[vip4b] != 2 {
+		t.Fatalf("announcements after the link came up: %v, want 2 per VIP", count)
+	}
+	time.Sleep(5 * interval)
+	f.quiet()
+	// Up while up: nothing.
+	if err := f.conn.SetLink(LinkUp); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * interval)
+	f.quiet()
+}
+
+func TestInterfaceGoneStops(t *testing.T) {
+	enxio := &net.OpError{Op: "write", Net: "packet", Err: os.NewSyscallError("sendto", syscall.ENXIO)}
+	for _, tt := range []struct {
+		name string
+		kill func(f *fixture)
+	}{
+		{"link state", func(f *fixture) {
+			if err := f.conn.SetLink(LinkGone); err != nil {
+				f.t.Fatal(err)
+			}
+		}},
+		{"write fails with ENXIO", func(f *fixture) {
+			f.conn.FailWrites(enxio)
+			if err := f.a.Announce(context.Background(), vip4); !errors.Is(err, ErrClosed) || !errors.Is(err, ErrInterfaceGone) {
+				f.t.Errorf("Announce = %v", err)
+			}
+		}},
+		{"answer fails with ENXIO", func(f *fixture) {
+			f.conn.FailWrites(enxio)
+			f.inject(arpFrame(f.t, broadcastMAC, macC, request(macC, client, vip4)))
+		}},
+		{"read fails with ENODEV", func(f *fixture) {
+			f.conn.FailRead(&net.OpError{Op: "read", Net: "packet", Err: os.NewSyscallError("recvfrom", syscall.ENODEV)})
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, Config{AnnounceCount: 1, ReannounceInterval: MinReannounceInterval})
+			f.acquire(vip4, vip6)
+			f.next()
+			f.next()
+			tt.kill(f)
+			waitDone(t, f.a)
+			if err := f.a.Err(); !errors.Is(err, ErrInterfaceGone) {
+				t.Fatalf("Err = %v, want ErrInterfaceGone", err)
+			}
+			if got := f.a.Owned(); len(got) != 0 {
+				t.Fatalf("a stopped Announcer owns %v", got)
+			}
+			if err := f.a.Acquire(context.Background(), vip4b); !errors.Is(err, ErrClosed) || !errors.Is(err, ErrInterfaceGone) {
+				t.Fatalf("Acquire after the interface is gone = %v", err)
+			}
+			// Nothing more is tried: no re-announcement, no write error.
+			writeErrors := f.a.Stats().WriteErrors
+			time.Sleep(MinReannounceInterval * 3 / 2)
+			if s := f.a.Stats(); s.WriteErrors != writeErrors || len(f.conn.Written()) != 2 {
+				t.Fatalf("stats %+v, %d frames after the interface went", s, len(f.conn.Written()))
+			}
+			if err := f.a.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.a.Err(); !errors.Is(err, ErrInterfaceGone) {
+				t.Fatalf("Err after Close = %v", err)
+			}
+		})
+	}
 }
 
 func TestReadErrors(t *testing.T) {
@@ -633,11 +822,7 @@ func TestReadErrors(t *testing.T) {
 	// Any other read error stops the announcer.
 	boom := errors.New("device vanished")
 	f.conn.FailRead(boom)
-	select {
-	case <-f.a.Done():
-	case <-time.After(3 * time.Second):
-		t.Fatal("did not stop on a read error")
-	}
+	waitDone(t, f.a)
 	if err := f.a.Err(); !errors.Is(err, boom) {
 		t.Fatalf("Err = %v", err)
 	}

@@ -1,6 +1,9 @@
 package arp
 
-import "net"
+import (
+	"fmt"
+	"net"
+)
 
 // Conn is the packet connection an Announcer reads frames from and writes
 // frames to: whole Ethernet frames, header included, as an AF_PACKET
@@ -25,4 +28,49 @@ type MulticastConn interface {
 	Conn
 	JoinGroup(mac net.HardwareAddr) error
 	LeaveGroup(mac net.HardwareAddr) error
+}
+
+// LinkState is the state of an Announcer's interface, as a LinkConn reports
+// it.
+type LinkState uint8
+
+// Link states.
+const (
+	// LinkUp: the interface is administratively and operationally up
+	// (IFF_UP and IFF_RUNNING), so frames can be sent and received.
+	LinkUp LinkState = iota + 1
+	// LinkDown: the interface exists but is down, administratively or for
+	// lack of carrier.
+	LinkDown
+	// LinkGone: the interface was deleted, or moved to another network
+	// namespace.
+	LinkGone
+)
+
+// String returns "up", "down" or "gone".
+func (s LinkState) String() string {
+	switch s {
+	case LinkUp:
+		return "up"
+	case LinkDown:
+		return "down"
+	case LinkGone:
+		return "gone"
+	}
+	return fmt.Sprintf("LinkState(%d)", uint8(s))
+}
+
+// LinkConn is implemented by a Conn that reports the state of its interface.
+// An Announcer on a LinkConn pauses its announcements while the link is
+// down, announces every VIP it owns again (a full burst) when the link comes
+// back up, and stops with ErrInterfaceGone when the interface is gone. The
+// connection Dial opens is one: it follows the link through rtnetlink
+// (RTM_NEWLINK and RTM_DELLINK) in the interface's network namespace.
+// FakeConn is one too (see FakeConn.SetLink).
+type LinkConn interface {
+	Conn
+	// LinkStates returns a channel that receives the interface's state
+	// when it changes, and is closed when the Conn is closed or can no
+	// longer tell.
+	LinkStates() <-chan LinkState
 }

@@ -2,6 +2,7 @@ package arp
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 )
 
@@ -22,9 +23,16 @@ var (
 	ErrUnsupported = errors.New("arp: unsupported")
 	// ErrInvalid is matched by every *ValidationError.
 	ErrInvalid = errors.New("arp: invalid input")
-	// ErrClosed is returned by an Announcer that has been closed or whose
-	// connection failed.
+	// ErrClosed is returned by an Announcer that has been closed or that
+	// stopped by itself (its interface is gone, or its connection failed).
 	ErrClosed = errors.New("arp: announcer closed")
+	// ErrInterfaceGone is matched by the error of an Announcer that stopped
+	// because its interface was deleted or moved to another network
+	// namespace (see Announcer.Err).
+	ErrInterfaceGone = errors.New("arp: interface gone")
+	// ErrNotSupported is returned by Dial on platforms without AF_PACKET
+	// sockets (everything but Linux). It also matches errors.ErrUnsupported.
+	ErrNotSupported = fmt.Errorf("arp: AF_PACKET sockets need Linux: %w", errors.ErrUnsupported)
 )
 
 // Layer names a protocol layer in a DecodeError.

@@ -2,19 +2,23 @@ package arp
 
 import (
 	"context"
+	"errors"
 	"net"
+	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/packet"
 )
 
-// FakeConn is an in-memory MulticastConn for tests without root: frames
-// passed to Inject are read by the Announcer as if they had arrived on the
-// wire, and frames the Announcer writes are kept in order for Next and
-// Written. It applies no socket filter, so the Announcer's own checks are
-// what decides. It is safe for concurrent use.
+// FakeConn is an in-memory MulticastConn and LinkConn for tests without
+// root: frames passed to Inject are read by the Announcer as if they had
+// arrived on the wire, frames the Announcer writes are kept in order for
+// Next and Written, and SetLink plays the interface going down, coming up
+// or being deleted. It applies no socket filter, so the Announcer's own
+// checks are what decides. It is safe for concurrent use.
 type FakeConn struct {
 	mu       sync.Mutex
 	in       [][]byte
@@ -22,6 +26,8 @@ type FakeConn struct {
 	writeErr error
 	out      []Written
 	groups   map[string]int
+	link     LinkState
+	states   chan LinkState
 	closed   bool
 	changed  chan struct{} // closed and replaced on every change
 }
@@ -36,11 +42,18 @@ type Written struct {
 	At time.Time
 }
 
-var _ MulticastConn = (*FakeConn)(nil)
+var (
+	_ MulticastConn = (*FakeConn)(nil)
+	_ LinkConn      = (*FakeConn)(nil)
+)
 
-// NewFakeConn returns an open FakeConn.
+// fakeLinkQueue is how many link states SetLink queues for the reader of
+// LinkStates.
+const fakeLinkQueue = 16
+
+// NewFakeConn returns an open FakeConn whose link is up.
 func NewFakeConn() *FakeConn {
-	return &FakeConn{groups: map[string]int{}, changed: make(chan struct{})}
+	return &FakeConn{groups: map[string]int{}, link: LinkUp, states: make(chan LinkState, fakeLinkQueue), changed: make(chan struct{})}
 }
 
 // notifyLocked wakes everything waiting for a change; c.mu must be held.
@@ -110,7 +123,8 @@ func (c *FakeConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-// WriteTo records a copy of b.
+// WriteTo records a copy of b. Like a packet socket's, it fails with
+// ENETDOWN while the link is down and with ENXIO once it is gone.
 func (c *FakeConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -119,6 +133,10 @@ func (c *FakeConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		return 0, net.ErrClosed
 	case c.writeErr != nil:
 		return 0, c.writeErr
+	case c.link == LinkDown:
+		return 0, &net.OpError{Op: "write", Net: "packet", Err: os.NewSyscallError("sendto", syscall.ENETDOWN)}
+	case c.link == LinkGone:
+		return 0, &net.OpError{Op: "write", Net: "packet", Err: os.NewSyscallError("sendto", syscall.ENXIO)}
 	}
 	w := Written{Frame: slices.Clone(b), At: time.Now()}
 	if pa, ok := addr.(*packet.Addr); ok {
@@ -193,14 +211,40 @@ func (c *FakeConn) Groups() map[string]int {
 	return out
 }
 
-// Close makes ReadFrom return net.ErrClosed and drops every membership, as
-// closing a socket does. It is idempotent.
+// SetLink changes the state of the fake interface and reports it on
+// LinkStates, as the connection Dial opens reports the real one's. It fails
+// with net.ErrClosed after Close, and when more than 16 states wait
+// unread.
+func (c *FakeConn) SetLink(s LinkState) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return net.ErrClosed
+	}
+	if s < LinkUp || s > LinkGone {
+		return invalid("LinkState", s.String()+" is not a link state")
+	}
+	select {
+	case c.states <- s:
+	default:
+		return errors.New("arp: FakeConn: too many unread link states")
+	}
+	c.link = s
+	return nil
+}
+
+// LinkStates returns the channel SetLink reports on; Close closes it.
+func (c *FakeConn) LinkStates() <-chan LinkState { return c.states }
+
+// Close makes ReadFrom return net.ErrClosed, closes LinkStates and drops
+// every membership, as closing a socket does. It is idempotent.
 func (c *FakeConn) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.closed {
 		c.closed = true
 		c.groups = map[string]int{}
+		close(c.states)
 		c.notifyLocked()
 	}
 	return nil
