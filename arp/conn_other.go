@@ -3,13 +3,13 @@
 package arp
 
 import (
-	"fmt"
+	"context"
 	"net"
 )
 
-// Dial opens an AF_PACKET socket, which only Linux has: elsewhere it fails
-// with ErrUnsupported. New with a Conn of your own (or a FakeConn) works on
+// Dial opens AF_PACKET sockets, which only Linux has: elsewhere it fails
+// with ErrNotSupported. New with a Conn of your own (or a FakeConn) works on
 // every platform.
-func Dial(ifi *net.Interface, cfg Config) (*Announcer, error) {
-	return nil, fmt.Errorf("%w: AF_PACKET sockets need Linux", ErrUnsupported)
+func Dial(ctx context.Context, ifi *net.Interface, cfg Config) (*Announcer, error) {
+	return nil, ErrNotSupported
 }

@@ -25,23 +25,41 @@
 // An Announcer owns a set of VIPs on one interface. Acquire announces each
 // VIP at once and then AnnounceCount-1 more times AnnounceInterval apart;
 // ReannounceInterval optionally repeats the announcement for as long as the
-// VIP is owned. Meanwhile the Announcer answers ARP requests and neighbour
-// solicitations for exactly the VIPs it owns, on exactly its interface, and
-// when Release returns it sends nothing more for the released VIPs. Dial
-// opens the socket; New takes any Conn, such as FakeConn, so that callers
-// can test without root.
+// VIP is owned. The defaults (3 announcements 250 ms apart) are deliberately
+// faster than the intervals of RFC 5227 and RFC 4861 (see
+// DefaultAnnounceCount). Meanwhile the Announcer answers ARP requests and
+// neighbour solicitations for exactly the VIPs it owns, on exactly its
+// interface, and when Release returns it sends nothing more for the
+// released VIPs. Dial opens the sockets; New takes any Conn, such as
+// FakeConn, so that callers can test without root.
 //
-// The socket Dial opens is bound to every EtherType (ETH_P_ALL) with a
-// classic BPF filter attached before bind (see Filter), so the Announcer's
-// reader only wakes for ARP and ICMPv6 neighbour solicitations addressed to
-// the host or to a multicast group, never for the host's own output and
-// never for frames of a VLAN sub-interface. For each IPv6 VIP it joins the
-// VIP's solicited-node group at the link layer (PACKET_ADD_MEMBERSHIP with
-// PACKET_MR_MULTICAST) instead of putting the interface in promiscuous or
-// all-multicast mode: the interface then accepts exactly the one extra
-// multicast MAC a solicitation for the VIP is sent to, and the kernel drops
-// the membership by itself when the socket closes, even if the process is
-// killed.
+// Dial opens two packet sockets on the interface, one bound to ARP and one
+// to IPv6, each with a classic BPF filter attached before bind (see Filter),
+// so the Announcer's readers wake only for ARP and ICMPv6 neighbour
+// solicitations and advertisements received on that interface. A socket
+// bound to one protocol never sees the host's own output, nor the received
+// frames of other protocols: IPv4 data traffic does not reach the sockets at
+// all, and IPv6 data traffic is dropped by the filter in the kernel. For
+// each IPv6 VIP it joins the VIP's solicited-node group at the link layer
+// (PACKET_ADD_MEMBERSHIP with PACKET_MR_MULTICAST) instead of putting the
+// interface in promiscuous or all-multicast mode: the interface then
+// accepts exactly the one extra multicast MAC a solicitation for the VIP is
+// sent to, and the kernel drops the membership by itself when the socket
+// closes, even if the process is killed.
+//
+// Dial also subscribes to rtnetlink link notifications in the interface's
+// network namespace. While the link is down the Announcer sends nothing;
+// when it comes back up it announces every VIP it owns again, a full burst,
+// because neighbours and switches may have forgotten the VIPs or learnt
+// other owners meanwhile; when the interface is deleted (or moved to another
+// namespace) the Announcer stops, Done is closed and Err matches
+// ErrInterfaceGone. A new interface of the same name gets a new Announcer:
+// Dial again.
+//
+// Run the Announcer on the interface that holds the node's addresses on the
+// LAN: on a bridge or a bond, not on one of its ports (the bridge consumes
+// what its ports receive before protocol-bound sockets see it), and on a
+// VLAN sub-interface, not on its parent.
 //
 // # Serving a VIP without the kernel answering for it
 //
@@ -59,12 +77,14 @@
 //
 // # Receiving 802.1Q frames
 //
-// Linux strips the outer VLAN tag of a received frame before a packet socket
-// sees it and keeps it as metadata; the socket filter drops frames whose tag
-// has a VLAN ID other than 0, because they belong to a VLAN sub-interface
-// (run an Announcer on that sub-interface instead). Tags still present in a
-// frame (inner QinQ tags, or frames handed in through New) are decoded, and
-// the Announcer ignores frames whose innermost VLAN ID is not 0.
-// Priority-tagged frames (VLAN ID 0) belong to the untagged LAN and are
-// answered untagged.
+// With Dial the Announcer never sees a frame of another VLAN: Linux strips
+// the outer VLAN tag of a received frame into metadata before packet
+// sockets see it; a frame tagged for a VLAN that has no sub-interface
+// reaches protocol-bound sockets marked PACKET_OTHERHOST, and one whose VLAN
+// has a sub-interface reaches the parent's sockets as a frame of the
+// sub-interface; the socket filter drops both. Priority-tagged frames (VLAN
+// ID 0) belong to the untagged LAN and are answered, untagged. Frames handed
+// in through New by a Conn of your own (or a FakeConn) may still carry
+// tags: they are decoded, and the Announcer ignores frames whose innermost
+// VLAN ID is not 0.
 package arp

@@ -2,10 +2,13 @@ package arp_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"net"
 	"net/netip"
+	"os"
+	"os/signal"
 	"time"
 
 	"github.com/lbkit/lbkit/arp"
@@ -92,26 +95,35 @@ func ExampleNew() {
 	// to 02:1b:00:00:00:01: reply 192.0.2.100 is at 02:1b:00:00:00:02
 }
 
-// Announce two VIPs on eth0 until the context ends. Dial needs CAP_NET_RAW.
+// Announce two VIPs on eth0 until the process is interrupted, or until the
+// Announcer stops by itself (when eth0 is deleted, say). Dial needs
+// CAP_NET_RAW.
 func ExampleDial() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
 	ifi, err := net.InterfaceByName("eth0")
 	if err != nil {
 		log.Fatal(err)
 	}
-	a, err := arp.Dial(ifi, arp.Config{ReannounceInterval: 30 * time.Second})
+	a, err := arp.Dial(ctx, ifi, arp.Config{ReannounceInterval: 30 * time.Second})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer a.Close()
-	ctx := context.Background()
 	vips := []netip.Addr{netip.MustParseAddr("192.0.2.100"), netip.MustParseAddr("2001:db8::100")}
 	if err := a.Acquire(ctx, vips...); err != nil {
 		log.Fatal(err)
 	}
 	select {
 	case <-ctx.Done():
+		// Stop answering at once, so that the next owner's announcements
+		// are the last word.
+		_ = a.Release(vips...)
 	case <-a.Done():
+		if errors.Is(a.Err(), arp.ErrInterfaceGone) {
+			log.Print("eth0 is gone; Dial again when it is back")
+			return
+		}
 		log.Print(a.Err())
 	}
-	_ = a.Release(vips...)
 }

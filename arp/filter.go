@@ -1,21 +1,35 @@
 package arp
 
-import "golang.org/x/net/bpf"
+import (
+	"fmt"
+	"math"
 
-// The classic BPF filter on the announcer's packet socket lets the
-// responder wake only for frames it may have to answer:
+	"golang.org/x/net/bpf"
+)
+
+// The classic BPF filter on the announcer's packet sockets lets the
+// responder wake only for frames it may have to answer or watch for
+// conflicts:
 //
-//   - frames that reached the socket with a VLAN tag whose ID is not 0 are
-//     dropped: on Linux the kernel strips the outer 802.1Q tag before packet
-//     sockets see a frame and keeps it as metadata, and such a frame belongs
-//     to a VLAN sub-interface, not to the interface the announcer serves;
-//   - frames the host sends (PACKET_OUTGOING) and unicast frames for another
-//     MAC address (PACKET_OTHERHOST, seen in promiscuous mode) are dropped;
+//   - frames whose device is not the announcer's interface are dropped: a
+//     socket bound to an interface also gets the frames the kernel hands,
+//     after decapsulation, to a device stacked on it, such as a VLAN
+//     sub-interface (its outer tag already stripped) or a bond;
+//   - frames that still carry a VLAN tag with an ID other than 0 in their
+//     metadata are dropped: on Linux the kernel strips the outer 802.1Q tag
+//     of a received frame into metadata before packet sockets see it, and
+//     such a frame belongs to a VLAN sub-interface;
+//   - frames the host sends (PACKET_OUTGOING) and frames for another host
+//     (PACKET_OTHERHOST: unicast to another MAC address, seen in promiscuous
+//     mode, and frames tagged for a VLAN that has no sub-interface, which
+//     the kernel marks so before protocol-bound sockets see them) are
+//     dropped;
 //   - of the rest, only ARP and IPv6 packets whose next header is ICMPv6 and
-//     whose ICMPv6 type is neighbour solicitation pass.
+//     whose ICMPv6 type is neighbour solicitation or advertisement pass.
 //
-// The first two rules use Linux BPF extensions (SKF_AD_VLAN_TAG_PRESENT,
-// SKF_AD_VLAN_TAG, SKF_AD_PKTTYPE); the last is plain classic BPF.
+// The first three rules use Linux BPF extensions (SKF_AD_IFINDEX,
+// SKF_AD_VLAN_TAG_PRESENT, SKF_AD_VLAN_TAG, SKF_AD_PKTTYPE); the last is
+// plain classic BPF.
 
 const (
 	// filterSnaplen is how much of an accepted frame the filter keeps.
@@ -67,12 +81,15 @@ func assemble(prog []asmInsn) []bpf.Instruction {
 	return out
 }
 
-// filterProgram returns the filter; without the metadata checks (which only
-// the kernel can run) it is the part that x/net/bpf's VM can execute.
-func filterProgram(metadata bool) []bpf.Instruction {
+// filterProgram returns the filter for the interface with index ifindex;
+// with ifindex 0 it leaves out the metadata checks (which only the kernel
+// can run), and is the part that x/net/bpf's VM can execute.
+func filterProgram(ifindex uint32) []bpf.Instruction {
 	var prog []asmInsn
-	if metadata {
+	if ifindex != 0 {
 		prog = append(prog,
+			op(bpf.LoadExtension{Num: bpf.ExtInterfaceIndex}),
+			jumpTo(bpf.JumpNotEqual, ifindex, "drop"),
 			op(bpf.LoadExtension{Num: bpf.ExtVLANTagPresent}),
 			jumpTo(bpf.JumpEqual, 0, "untagged"),
 			op(bpf.LoadExtension{Num: bpf.ExtVLANTag}),
@@ -91,7 +108,8 @@ func filterProgram(metadata bool) []bpf.Instruction {
 		op(bpf.LoadAbsolute{Off: EthernetHeaderLen + 6, Size: 1}),
 		jumpTo(bpf.JumpNotEqual, protocolICMPv6, "drop"),
 		op(bpf.LoadAbsolute{Off: EthernetHeaderLen + ipv6HeaderLen, Size: 1}),
-		jumpTo(bpf.JumpNotEqual, uint32(TypeNeighborSolicitation), "drop"),
+		jumpTo(bpf.JumpEqual, uint32(TypeNeighborSolicitation), "accept"),
+		jumpTo(bpf.JumpNotEqual, uint32(TypeNeighborAdvertisement), "drop"),
 		label("accept"),
 		op(bpf.RetConstant{Val: filterSnaplen}),
 		label("drop"),
@@ -100,6 +118,12 @@ func filterProgram(metadata bool) []bpf.Instruction {
 	return assemble(prog)
 }
 
-// Filter returns the assembled socket filter Dial attaches, for callers that
-// open their own packet socket and hand it to New.
-func Filter() ([]bpf.RawInstruction, error) { return bpf.Assemble(filterProgram(true)) }
+// Filter returns the assembled socket filter Dial attaches to its sockets on
+// the interface with index ifindex, for callers that open their own packet
+// socket on that interface and hand it to New.
+func Filter(ifindex int) ([]bpf.RawInstruction, error) {
+	if ifindex <= 0 || ifindex > math.MaxInt32 {
+		return nil, invalid("ifindex", fmt.Sprintf("%d is not an interface index", ifindex))
+	}
+	return bpf.Assemble(filterProgram(uint32(ifindex)))
+}

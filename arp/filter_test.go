@@ -1,13 +1,14 @@
 package arp
 
 import (
+	"errors"
 	"testing"
 
 	"golang.org/x/net/bpf"
 )
 
 func TestFilterPayloadRules(t *testing.T) {
-	vm, err := bpf.NewVM(filterProgram(false))
+	vm, err := bpf.NewVM(filterProgram(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +31,7 @@ func TestFilterPayloadRules(t *testing.T) {
 	}{
 		{"arp request", arpReq, true},
 		{"neighbor solicitation", ns, true},
-		{"neighbor advertisement", na, false},
+		{"neighbor advertisement", na, true},
 		{"icmpv6 echo", echo, false},
 		{"udp over ipv6", udp6, false},
 		{"ipv4", ipv4, false},
@@ -51,20 +52,25 @@ func TestFilterPayloadRules(t *testing.T) {
 }
 
 func TestFilterAssembles(t *testing.T) {
-	raw, err := Filter()
+	raw, err := Filter(7)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The metadata prologue (8 instructions) precedes the payload rules.
-	if len(raw) != len(filterProgram(false))+8 {
+	// The metadata prologue (10 instructions) precedes the payload rules.
+	if len(raw) != len(filterProgram(0))+10 {
 		t.Fatalf("%d instructions", len(raw))
 	}
 	prog, ok := bpf.Disassemble(raw)
 	if !ok {
 		t.Fatalf("does not disassemble: %v", prog)
 	}
-	if prog[0] != (bpf.LoadExtension{Num: bpf.ExtVLANTagPresent}) {
-		t.Fatalf("first instruction %v", prog[0])
+	if prog[0] != (bpf.LoadExtension{Num: bpf.ExtInterfaceIndex}) || prog[1] != (bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 7, SkipTrue: uint8(len(prog) - 3)}) {
+		t.Fatalf("the filter does not start by dropping frames of other devices: %v", prog[:2])
+	}
+	for _, bad := range []int{0, -1, 1 << 40} {
+		if _, err := Filter(bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Filter(%d) = %v", bad, err)
+		}
 	}
 }
 

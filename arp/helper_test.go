@@ -35,7 +35,7 @@ func announcerHelper() int {
 		}
 		vips = append(vips, ip)
 	}
-	a, err := Dial(ifi, Config{})
+	a, err := Dial(context.Background(), ifi, Config{})
 	if err != nil {
 		return fail(err)
 	}

@@ -4,9 +4,11 @@ package arp
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -78,7 +80,7 @@ func dialOn(t testing.TB, h *nettest.Host, cfg Config) *Announcer {
 		if err != nil {
 			return err
 		}
-		a, err = Dial(ifi, cfg)
+		a, err = Dial(context.Background(), ifi, cfg)
 		return err
 	})
 	if err != nil {
@@ -611,5 +613,143 @@ func TestKernelNUDProbesAnswered(t *testing.T) {
 		if s.ARPReplies+s.NeighborAdvertisements == before.ARPReplies+before.NeighborAdvertisements {
 			t.Fatalf("%v became reachable without an answer from the Announcer (stats %+v)", vip, s)
 		}
+	}
+}
+
+// TestKernelInterfaceDeletedStopsAnnouncer: `ip link del` under a running
+// Announcer stops it with ErrInterfaceGone (through rtnetlink, at once),
+// after which it owns nothing and tries nothing.
+func TestKernelInterfaceDeletedStopsAnnouncer(t *testing.T) {
+	lab := newLab(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "client"}, {Name: "ann"}}})
+	ann := lab.Host("ann")
+	vipHost(t, ann)
+	a := dialOn(t, ann, Config{AnnounceCount: 2, ReannounceInterval: MinReannounceInterval})
+	acquireOn(t, a, kvip4, kvip6)
+	start := time.Now()
+	ann.MustRun(t, "ip", "link", "del", "lan")
+	waitDone(t, a)
+	t.Logf("stopped %v after ip link del: %v", time.Since(start), a.Err())
+	if err := a.Err(); !errors.Is(err, ErrInterfaceGone) {
+		t.Fatalf("Err = %v, want ErrInterfaceGone", err)
+	}
+	if got := a.Owned(); len(got) != 0 {
+		t.Fatalf("Owned = %v after the interface is gone", got)
+	}
+	if err := a.Acquire(context.Background(), kvip4); !errors.Is(err, ErrClosed) || !errors.Is(err, ErrInterfaceGone) {
+		t.Fatalf("Acquire = %v", err)
+	}
+	s := a.Stats()
+	time.Sleep(3 * MinReannounceInterval)
+	if s2 := a.Stats(); s2 != s {
+		t.Fatalf("the stopped Announcer still works: %+v, then %+v", s, s2)
+	}
+}
+
+// TestKernelLinkUpAnnouncesAgain: after the announcer host's link goes down
+// and up again, a client whose entries went wrong meanwhile is put right by
+// a new burst (there is no periodic re-announcement here, and the host's
+// kernel announces nothing for a VIP on lo).
+func TestKernelLinkUpAnnouncesAgain(t *testing.T) {
+	lab := newLab(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "client"}, {Name: "ann"}}})
+	client, ann := lab.Host("client"), lab.Host("ann")
+	vipHost(t, ann)
+	a := dialOn(t, ann, Config{AnnounceCount: 2, AnnounceInterval: 50 * time.Millisecond})
+	acquireOn(t, a, kvip4, kvip6)
+	deadline := time.Now().Add(3 * time.Second)
+	for a.Stats().Announcements < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the burst was not sent: %+v", a.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ann.MustRun(t, "ip", "link", "set", "lan", "down")
+	waitLinkDown(t, a, true)
+	bogus := net.HardwareAddr{0x02, 0x1b, 0xee, 0, 0, 0x97}
+	for _, vip := range []netip.Addr{kvip4, kvip6} {
+		setNeighbour(t, client, vip, bogus)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, vip := range []netip.Addr{kvip4, kvip6} {
+		if mac, _ := neighbour(t, client, vip); !equalMAC(mac, bogus) {
+			t.Fatalf("%v moved to %v while the announcer's link was down", vip, mac)
+		}
+	}
+	if s := a.Stats(); s.Announcements != 4 || s.WriteErrors != 0 {
+		t.Fatalf("stats %+v: nothing may be sent or tried while the link is down", s)
+	}
+	ann.MustRun(t, "ip", "link", "set", "lan", "up")
+	for _, vip := range []netip.Addr{kvip4, kvip6} {
+		d := waitNeighbour(t, client, vip, ann.MAC(), 3*time.Second)
+		t.Logf("%v back at the announcer %v after ip link set up", vip, d)
+	}
+	deadline = time.Now().Add(3 * time.Second)
+	for a.Stats().Announcements < 8 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no full burst after the link came up: %+v", a.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// lanTaps returns the frame taps (ETH_P_ALL handlers) on h's interface "lan"
+// that /proc/net/ptype lists in h's namespace. The kernel lists a device's
+// taps there, but not the handlers bound to one protocol on one device.
+func lanTaps(t testing.TB, h *nettest.Host) int {
+	t.Helper()
+	n := 0
+	err := h.Do(func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/ptype")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == "ALL" && f[1] == "lan" {
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestKernelNoTapOnTheInterface: the sockets Dial opens are bound to ARP
+// and IPv6, not a tap on every frame of the interface (ETH_P_ALL), which
+// would run the socket filter on all of its traffic, in and out, and clone
+// every outgoing frame for it. A tap opened the way the Announcer used to
+// shows that the check sees one.
+func TestKernelNoTapOnTheInterface(t *testing.T) {
+	lab := newLab(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "ann"}}})
+	ann := lab.Host("ann")
+	if n := lanTaps(t, ann); n != 0 {
+		t.Fatalf("%d taps on lan before anything opened one", n)
+	}
+	dialOn(t, ann, Config{})
+	if n := lanTaps(t, ann); n != 0 {
+		t.Fatalf("Dial put %d taps on lan", n)
+	}
+	filter, err := Filter(ann.Iface("lan").Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ann.Do(func() error {
+		ifi, err := net.InterfaceByName("lan")
+		if err != nil {
+			return err
+		}
+		c, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, &packet.Config{Filter: filter})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { c.Close() })
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := lanTaps(t, ann); n != 1 {
+		t.Fatalf("an ETH_P_ALL socket shows as %d taps: the check above proves nothing", n)
 	}
 }
