@@ -26,6 +26,11 @@ func (p EndpointPort) EffectiveProtocol() Protocol { return p.Protocol.OrTCP() }
 // The conditions follow Kubernetes: Ready means serving and not terminating;
 // Serving means the backend answers (even while terminating); Terminating
 // means it is shutting down. A ready endpoint is always treated as serving.
+// Ready and Terminating may both be set: the EndpointSlice controller
+// computes ready as publishNotReadyAddresses || (serving && !terminating),
+// so a terminating pod of a service that publishes not-ready addresses is
+// both. Such an endpoint is ready: it receives traffic like any other ready
+// endpoint, and Target.Terminating reports that it is shutting down.
 type Endpoint struct {
 	Addr netip.Addr
 	// Ports are the endpoint's named ports, used to resolve named target

@@ -27,12 +27,17 @@ func nodePortSvc(s *Service) {
 }
 
 // ep builds an endpoint: state is "ready", "notready", "terminating"
-// (serving and terminating) or "dying" (terminating, not serving).
+// (serving and terminating), "dying" (terminating, not serving) or
+// "ready-terminating" (ready, serving and terminating: what the
+// EndpointSlice controller writes for a terminating pod of a service that
+// publishes not-ready addresses).
 func ep(addr, node, zone, state string) Endpoint {
 	e := Endpoint{Addr: a4(addr), NodeName: node, Zone: zone}
 	switch state {
 	case "ready":
 		e.Ready, e.Serving = true, true
+	case "ready-terminating":
+		e.Ready, e.Serving, e.Terminating = true, true, true
 	case "terminating":
 		e.Serving, e.Terminating = true, true
 	case "dying":
@@ -107,6 +112,24 @@ func TestSelectEndpoints(t *testing.T) {
 			node: nodeA, has: true, iv: VerdictForward,
 			cluster: []string{"192.0.2.1:8080", "192.0.2.2:8080"}, internal: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
 			reachable: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
+		},
+		{
+			// The EndpointSlice controller sets ready = publishNotReady ||
+			// (serving && !terminating): a terminating pod of such a service
+			// is ready and terminating at once, and stays a backend.
+			name: "publishNotReadyAddresses with a ready terminating endpoint",
+			svc:  svc4(func(s *Service) { s.PublishNotReadyAddresses = true }),
+			eps:  []Endpoint{ep("192.0.2.1", "a", "", "ready-terminating"), ep("192.0.2.2", "b", "", "ready")},
+			node: nodeA, has: true, iv: VerdictForward,
+			cluster: []string{"192.0.2.1:8080", "192.0.2.2:8080"}, internal: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
+			reachable: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
+		},
+		{
+			name: "ready and terminating counts as ready",
+			svc:  svc4(),
+			eps:  []Endpoint{ep("192.0.2.1", "a", "", "ready-terminating"), ep("192.0.2.2", "b", "", "terminating")},
+			node: nodeA, has: true, iv: VerdictForward,
+			cluster: []string{"192.0.2.1:8080"}, internal: []string{"192.0.2.1:8080"}, reachable: []string{"192.0.2.1:8080"},
 		},
 		{
 			name: "internal Local",
@@ -356,13 +379,13 @@ func TestResolveDefaultsAndShape(t *testing.T) {
 
 func TestResolveRejects(t *testing.T) {
 	local := svc4(func(s *Service) { s.InternalTrafficPolicy = TrafficPolicyLocal })
-	bad := []Endpoint{{Addr: a4("192.0.2.1"), Ready: true, Terminating: true}}
+	bad := []Endpoint{{Addr: a4("192.0.2.1"), Ready: true, Zone: "bad zone"}}
 	_, err := Resolve(local, bad, Node{Zone: "bad zone"})
 	var ve *ValidationError
 	if !errors.As(err, &ve) {
 		t.Fatalf("err = %v", err)
 	}
-	for _, f := range []string{"node.name", "node.zone", "endpoints[0].conditions"} {
+	for _, f := range []string{"node.name", "node.zone", "endpoints[0].zone"} {
 		if ve.Field(f) == nil {
 			t.Errorf("no error for %s in %v", f, err)
 		}

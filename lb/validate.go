@@ -426,8 +426,10 @@ func validatePolicies(e *errs, s *Service, typ ServiceType, nodePorts PortRange)
 // ValidateEndpoints checks a service's endpoints and returns a
 // *ValidationError listing every problem, or nil: a unicast address
 // (loopback is allowed, for user-space proxies), no address twice, named
-// ports with IANA names, unique per protocol and in 1-65535, a ready
-// endpoint never terminating, weights up to MaxWeight, DNS node names.
+// ports with IANA names, unique per protocol and in 1-65535, weights up to
+// MaxWeight, DNS node names. Ready together with Terminating is accepted:
+// the EndpointSlice controller writes exactly that for a terminating pod of
+// a service that publishes not-ready addresses.
 func ValidateEndpoints(endpoints []Endpoint) error {
 	var e errs
 	validateEndpoints(&e, endpoints)
@@ -467,9 +469,6 @@ func validateEndpoints(e *errs, endpoints []Endpoint) {
 			if dup >= 0 {
 				e.add(f(".addr"), ErrorTypeDuplicate, "%s repeats endpoints[%d]", ep.Addr, dup)
 			}
-		}
-		if ep.Ready && ep.Terminating {
-			e.add(f(".conditions"), ErrorTypeInvalid, "ready and terminating at once; a terminating endpoint is never ready (use serving)")
 		}
 		if ep.Weight > MaxWeight {
 			e.add(f(".weight"), ErrorTypeInvalid, "%d is above %d", ep.Weight, MaxWeight)

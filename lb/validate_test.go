@@ -187,6 +187,9 @@ func TestValidateEndpoints(t *testing.T) {
 			Ports: []EndpointPort{{Name: "http", Port: 8080}, {Name: "http", Protocol: UDP, Port: 8080}}},
 		{Addr: a4("2001:db8::1"), Serving: true, Terminating: true, Weight: MaxWeight},
 		{Addr: a4("127.0.0.1")},
+		// Ready and terminating: a terminating pod of a service with
+		// publishNotReadyAddresses, as the EndpointSlice controller writes it.
+		{Addr: a4("192.0.2.7"), Ready: true, Serving: true, Terminating: true},
 	}
 	if err := ValidateEndpoints(good); err != nil {
 		t.Fatal(err)
@@ -199,8 +202,7 @@ func TestValidateEndpoints(t *testing.T) {
 		{"no address", func(e []Endpoint) []Endpoint { e[0].Addr = netip.Addr{}; return e }, "endpoints[0].addr"},
 		{"unspecified", func(e []Endpoint) []Endpoint { e[1].Addr = a4("::"); return e }, "endpoints[1].addr"},
 		{"mapped", func(e []Endpoint) []Endpoint { e[1].Addr = a4("::ffff:192.0.2.9"); return e }, "endpoints[1].addr"},
-		{"duplicate", func(e []Endpoint) []Endpoint { return append(e, Endpoint{Addr: e[0].Addr}) }, "endpoints[3].addr"},
-		{"ready and terminating", func(e []Endpoint) []Endpoint { e[1].Ready = true; return e }, "endpoints[1].conditions"},
+		{"duplicate", func(e []Endpoint) []Endpoint { return append(e, Endpoint{Addr: e[0].Addr}) }, "endpoints[4].addr"},
 		{"weight", func(e []Endpoint) []Endpoint { e[2].Weight = MaxWeight + 1; return e }, "endpoints[2].weight"},
 		{"node name", func(e []Endpoint) []Endpoint { e[0].NodeName = "Node A"; return e }, "endpoints[0].nodeName"},
 		{"zone", func(e []Endpoint) []Endpoint { e[0].Zone = "zone 1"; return e }, "endpoints[0].zone"},
