@@ -398,3 +398,60 @@ func TestResolveRejects(t *testing.T) {
 		t.Errorf("node port outside the resolver's range accepted: %v", err)
 	}
 }
+
+// TestResolvePendingLoadBalancerLocal: a LoadBalancer service with
+// externalTrafficPolicy Local resolves before its IP is assigned. With node
+// ports, the node ports carry the Local policy; without them
+// (allocateLoadBalancerNodePorts=false) and with only a Proxy-mode IP, no
+// frontend in the family takes external traffic yet, so the port is not
+// externally accessible and its effective external policy is Cluster.
+func TestResolvePendingLoadBalancerLocal(t *testing.T) {
+	eps := []Endpoint{ep("192.0.2.1", "a", "", "ready"), ep("192.0.2.2", "b", "", "ready")}
+	for _, tc := range []struct {
+		name       string
+		edit       func(*Service)
+		accessible bool
+		policy     TrafficPolicy
+		ev         Verdict
+		external   []string
+		reachable  []string
+	}{
+		{"node ports, no IP yet", func(s *Service) { s.Ports[0].NodePort = 30080 },
+			true, TrafficPolicyLocal, VerdictForward, []string{"192.0.2.1:8080"}, []string{"192.0.2.1:8080", "192.0.2.2:8080"}},
+		{"no node ports, no IP yet", func(*Service) {},
+			false, TrafficPolicyCluster, VerdictNone, nil, []string{"192.0.2.1:8080", "192.0.2.2:8080"}},
+		{"no node ports, Proxy-mode IP only", func(s *Service) {
+			s.LoadBalancerIngress = []LoadBalancerIngress{{IP: a4("203.0.113.7"), IPMode: IPModeProxy}}
+		}, false, TrafficPolicyCluster, VerdictNone, nil, []string{"192.0.2.1:8080", "192.0.2.2:8080"}},
+		{"no node ports, VIP-mode IP", func(s *Service) {
+			s.LoadBalancerIngress = []LoadBalancerIngress{{IP: a4("203.0.113.7")}}
+		}, true, TrafficPolicyLocal, VerdictForward, []string{"192.0.2.1:8080"}, []string{"192.0.2.1:8080", "192.0.2.2:8080"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := svc4(func(s *Service) {
+				s.Type, s.ExternalTrafficPolicy = ServiceTypeLoadBalancer, TrafficPolicyLocal
+			}, tc.edit)
+			if !s.ExternallyAccessible() {
+				t.Error("a LoadBalancer service is externally accessible by type")
+			}
+			rp := resolveOne(t, s, eps, Node{Name: "a"})
+			if rp.ExternallyAccessible != tc.accessible || rp.ExternalPolicy != tc.policy || rp.Endpoints.ExternalVerdict != tc.ev {
+				t.Errorf("accessible=%v policy=%s verdict=%q, want %v %s %q",
+					rp.ExternallyAccessible, rp.ExternalPolicy, rp.Endpoints.ExternalVerdict, tc.accessible, tc.policy, tc.ev)
+			}
+			if rp.MasqueradeExternal() {
+				t.Error("MasqueradeExternal with a Local policy or no external frontend")
+			}
+			want := tc.external
+			if want == nil {
+				want = []string{}
+			}
+			if got := addrs(rp.Endpoints.External); !slices.Equal(got, want) {
+				t.Errorf("External = %v, want %v", got, want)
+			}
+			if got := addrs(rp.Endpoints.Reachable); !slices.Equal(got, tc.reachable) {
+				t.Errorf("Reachable = %v, want %v", got, tc.reachable)
+			}
+		})
+	}
+}

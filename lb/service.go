@@ -218,7 +218,8 @@ type Service struct {
 	SessionAffinity SessionAffinity
 	// ExternalTrafficPolicy applies to node-port, external-IP and
 	// load-balancer traffic; Local is only allowed on externally accessible
-	// services.
+	// services (see ExternallyAccessible: decided by type, as Kubernetes
+	// does).
 	ExternalTrafficPolicy TrafficPolicy
 	// InternalTrafficPolicy applies to cluster-IP traffic.
 	InternalTrafficPolicy TrafficPolicy
@@ -290,15 +291,20 @@ func (s *Service) InternalPolicy() TrafficPolicy {
 	return TrafficPolicyCluster
 }
 
-// ExternallyAccessible reports whether any port of the service receives
-// traffic from outside the cluster. See PortExternallyAccessible.
+// ExternallyAccessible reports whether the service is exposed outside the
+// cluster by Kubernetes' definition, which looks at its type only: NodePort,
+// LoadBalancer, or ClusterIP with external IPs. Only such a service may set
+// ExternalTrafficPolicy Local. It does not depend on the load-balancer
+// status: a LoadBalancer service whose IP is not assigned yet, or that has
+// no node ports (allocateLoadBalancerNodePorts=false), is externally
+// accessible. Whether a port receives external traffic right now is
+// PortExternallyAccessible.
 func (s *Service) ExternallyAccessible() bool {
-	for _, p := range s.Ports {
-		if s.PortExternallyAccessible(p) {
-			return true
-		}
+	switch s.EffectiveType() {
+	case ServiceTypeNodePort, ServiceTypeLoadBalancer:
+		return true
 	}
-	return false
+	return len(s.ExternalIPs) > 0
 }
 
 // PortExternallyAccessible reports whether port p of s receives traffic from

@@ -146,7 +146,7 @@ func (s *Service) Validate() error { return ValidateService(s, ValidateOptions{}
 // names unique and required with several ports, ports 1-65535, unique
 // port/protocol pairs, node ports in range and unique, affinity timeout
 // 1..86400 and only with ClientIP, Local external policy only on externally
-// accessible services.
+// accessible services (by type, see Service.ExternallyAccessible).
 func ValidateService(s *Service, opts ValidateOptions) error {
 	var e errs
 	validateServiceInto(&e, s, opts)
@@ -391,7 +391,7 @@ func validatePolicies(e *errs, s *Service, typ ServiceType, nodePorts PortRange)
 	case "", TrafficPolicyCluster:
 	case TrafficPolicyLocal:
 		if !s.ExternallyAccessible() {
-			e.add("spec.externalTrafficPolicy", ErrorTypeForbidden, "Local needs an externally accessible service (a node port, an external IP or a VIP-mode load-balancer IP)")
+			e.add("spec.externalTrafficPolicy", ErrorTypeForbidden, "Local needs an externally accessible service (type NodePort or LoadBalancer, or ClusterIP with external IPs)")
 		}
 	default:
 		e.add("spec.externalTrafficPolicy", ErrorTypeNotSupported, "%q is not one of Cluster, Local", s.ExternalTrafficPolicy)

@@ -51,6 +51,19 @@ func TestValidateServiceValid(t *testing.T) {
 			Ports: []ServicePort{{Port: 9, Protocol: SCTP, NodePort: 30009}}},
 		"same port two protocols": {Namespace: "ns", Name: "d", ClusterIPs: []netip.Addr{a4("198.51.100.1")},
 			Ports: []ServicePort{{Name: "t", Port: 53}, {Name: "u", Port: 53, Protocol: UDP}}},
+		// externalTrafficPolicy Local is allowed by type, as Kubernetes
+		// decides it, not by what the status holds right now.
+		"Local LoadBalancer, IP not assigned yet": {Namespace: "ns", Name: "l", Type: ServiceTypeLoadBalancer,
+			ClusterIPs: []netip.Addr{a4("198.51.100.1")}, Ports: []ServicePort{{Port: 80, NodePort: 30080}},
+			ExternalTrafficPolicy: TrafficPolicyLocal, HealthCheckNodePort: 32000},
+		"Local LoadBalancer without node ports (allocateLoadBalancerNodePorts=false)": {Namespace: "ns", Name: "l",
+			Type: ServiceTypeLoadBalancer, ClusterIPs: []netip.Addr{a4("198.51.100.1")}, Ports: []ServicePort{{Port: 80}},
+			ExternalTrafficPolicy: TrafficPolicyLocal},
+		"Local LoadBalancer with only a Proxy-mode IP": {Namespace: "ns", Name: "l", Type: ServiceTypeLoadBalancer,
+			ClusterIPs: []netip.Addr{a4("198.51.100.1")}, Ports: []ServicePort{{Port: 80}},
+			LoadBalancerIngress: []LoadBalancerIngress{{IP: a4("203.0.113.9"), IPMode: IPModeProxy}}, ExternalTrafficPolicy: TrafficPolicyLocal},
+		"Local ClusterIP with an external IP": {Namespace: "ns", Name: "l", ClusterIPs: []netip.Addr{a4("198.51.100.1")},
+			ExternalIPs: []netip.Addr{a4("203.0.113.9")}, Ports: []ServicePort{{Port: 80}}, ExternalTrafficPolicy: TrafficPolicyLocal},
 	} {
 		if err := s.Validate(); err != nil {
 			t.Errorf("%s: %v", name, err)
