@@ -34,7 +34,8 @@
 // KEP-1669); all endpoints when the service publishes not-ready addresses;
 // Local policies use this node's endpoints and report VerdictDrop when it
 // has none; PreferSameZone narrows cluster traffic to the node's zone unless
-// the zone has no ready endpoint; a port with no usable endpoint anywhere
+// the zone has no ready endpoint or some ready endpoint has no zone (no
+// topology hint); a port with no usable endpoint anywhere
 // reports VerdictReject.
 //
 // # Probability chains

@@ -92,8 +92,9 @@ func (t Target) String() string { return t.AddrPort.String() }
 // port may use on one node, with Kubernetes semantics.
 type EndpointSelection struct {
 	// Cluster is what the Cluster policy uses: ready endpoints (only those
-	// in the node's zone when the service prefers the same zone and the zone
-	// has one); when none is ready anywhere, the serving and terminating
+	// in the node's zone when the service prefers the same zone, the zone
+	// has one, and every ready endpoint has a zone); when none is ready
+	// anywhere, the serving and terminating
 	// endpoints (graceful-termination fallback). It is nil when the port
 	// uses no Cluster policy: internal policy Local and not externally
 	// accessible.
@@ -313,7 +314,12 @@ func (r *Resolver) selectEndpoints(svc *Service, rp *ResolvedPort, p ServicePort
 	usesCluster := rp.InternalPolicy == TrafficPolicyCluster || rp.ExternallyAccessible
 	if usesCluster {
 		sel.Cluster = filterTargets(all, ready)
-		if svc.TrafficDistribution != "" && r.Node.Zone != "" {
+		// As kube-proxy's canUseTopology: no preference without a node zone,
+		// or when a ready endpoint has no zone (the EndpointSlice controller
+		// gives it no hint, and one endpoint without a hint turns topology
+		// off for the whole port).
+		if svc.TrafficDistribution != "" && r.Node.Zone != "" &&
+			!slices.ContainsFunc(sel.Cluster, func(t Target) bool { return t.Zone == "" }) {
 			if inZone := filterTargets(sel.Cluster, func(t Target) bool { return t.Zone == r.Node.Zone }); len(inZone) > 0 && len(inZone) < len(sel.Cluster) {
 				sel.Cluster, sel.ZoneFiltered = inZone, true
 			}

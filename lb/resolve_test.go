@@ -194,6 +194,25 @@ func TestSelectEndpoints(t *testing.T) {
 			reachable: []string{"192.0.2.1:8080", "192.0.2.2:8080"},
 		},
 		{
+			// kube-proxy's canUseTopology turns topology off when a ready
+			// endpoint has no zone hint, and the EndpointSlice controller
+			// gives an endpoint without a zone no hint.
+			name: "a ready endpoint without a zone turns the preference off",
+			svc:  svc4(func(s *Service) { s.TrafficDistribution = PreferSameZone }),
+			eps:  []Endpoint{ep("192.0.2.1", "b", "z1", "ready"), ep("192.0.2.2", "c", "z2", "ready"), ep("192.0.2.3", "d", "", "ready")},
+			node: nodeA, has: true, iv: VerdictForward,
+			cluster:   []string{"192.0.2.1:8080", "192.0.2.2:8080", "192.0.2.3:8080"},
+			internal:  []string{"192.0.2.1:8080", "192.0.2.2:8080", "192.0.2.3:8080"},
+			reachable: []string{"192.0.2.1:8080", "192.0.2.2:8080", "192.0.2.3:8080"},
+		},
+		{
+			name: "an endpoint without a zone that is not ready does not count",
+			svc:  svc4(func(s *Service) { s.TrafficDistribution = PreferSameZone }),
+			eps:  []Endpoint{ep("192.0.2.1", "b", "z1", "ready"), ep("192.0.2.2", "c", "z2", "ready"), ep("192.0.2.3", "d", "", "terminating"), ep("192.0.2.4", "d", "", "notready")},
+			node: nodeA, has: true, iv: VerdictForward, zone: true,
+			cluster: []string{"192.0.2.1:8080"}, internal: []string{"192.0.2.1:8080"}, reachable: []string{"192.0.2.1:8080"},
+		},
+		{
 			name: "zone ignored without a preference",
 			svc:  svc4(),
 			eps:  []Endpoint{ep("192.0.2.1", "b", "z1", "ready"), ep("192.0.2.2", "c", "z2", "ready")},

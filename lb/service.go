@@ -52,7 +52,9 @@ type TrafficDistribution string
 // Traffic distributions. The zero value "" means no preference.
 const (
 	// PreferSameZone sends cluster traffic to ready endpoints in the node's
-	// zone, and to all ready endpoints when the zone has none.
+	// zone, and to all ready endpoints when the zone has none. As in
+	// kube-proxy, the preference is off for a port (in one family) when any
+	// of its ready endpoints has no zone, and when the node has no zone.
 	PreferSameZone TrafficDistribution = "PreferSameZone"
 	// PreferClose is the older Kubernetes spelling of PreferSameZone and
 	// means the same.
