@@ -71,6 +71,16 @@ func vipHost(t testing.TB, h *nettest.Host) {
 	}
 }
 
+// clientAndAnnouncer builds the lab most tests use: a client and an
+// announcer host (see vipHost) on one segment.
+func clientAndAnnouncer(t testing.TB) (client, ann *nettest.Host) {
+	t.Helper()
+	lab := newLab(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "client"}, {Name: "ann"}}})
+	client, ann = lab.Host("client"), lab.Host("ann")
+	vipHost(t, ann)
+	return client, ann
+}
+
 // dialOn opens an Announcer on h's interface on segment "lan".
 func dialOn(t testing.TB, h *nettest.Host, cfg Config) *Announcer {
 	t.Helper()
@@ -183,9 +193,7 @@ func ask(h *nettest.Host, ip netip.Addr, timeout time.Duration) (nettest.Reply, 
 }
 
 func TestKernelARPAnsweredByAnnouncerOnly(t *testing.T) {
-	lab := newLab(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "client"}, {Name: "ann"}}})
-	client, ann := lab.Host("client"), lab.Host("ann")
-	vipHost(t, ann)
+	client, ann := clientAndAnnouncer(t)
 
 	// Nobody answers for the VIP while no Announcer runs: the kernel of
 	// the host that holds it does not.
@@ -231,9 +239,7 @@ func TestKernelARPAnsweredByAnnouncerOnly(t *testing.T) {
 }
 
 func TestKernelIPv6AnsweredByAnnouncerOnly(t *testing.T) {
-	lab := newLab(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "client"}, {Name: "ann"}}})
-	client, ann := lab.Host("client"), lab.Host("ann")
-	vipHost(t, ann)
+	client, ann := clientAndAnnouncer(t)
 
 	// The kernel of the host holding the VIP on lo ignores solicitations
 	// for it: resolution fails and `ip -6 neigh` shows no address.
@@ -276,10 +282,24 @@ func TestKernelIPv6AnsweredByAnnouncerOnly(t *testing.T) {
 		t.Fatalf("client resolved %v: %s", other6, out)
 	}
 
-	// Release leaves the solicited-node group.
+	// A solicitation on the wire is answered by the Announcer alone...
+	if got := solicitOnWire(t, client, "lan", kvip6, 500*time.Millisecond); len(got) != 1 || !equalMAC(got[0], ann.MAC()) {
+		t.Fatalf("solicitation for %v answered by %v, want %v", kvip6, got, ann.MAC())
+	}
+	// ...and after Release by nobody: not one more advertisement, though
+	// the solicitation still reaches the Announcer (veth does not filter
+	// multicast).
 	if err := a.Release(kvip6); err != nil {
 		t.Fatal(err)
 	}
+	before := a.Stats()
+	if got := solicitOnWire(t, client, "lan", kvip6, time.Second); len(got) != 0 {
+		t.Fatalf("solicitation for %v answered by %v after Release", kvip6, got)
+	}
+	if s := a.Stats(); s.NeighborAdvertisements != before.NeighborAdvertisements || s.Received == before.Received {
+		t.Fatalf("stats %+v, before %+v: want the solicitation received and not answered", s, before)
+	}
+	// Release also leaves the solicited-node group.
 	if out := ann.MustRun(t, "ip", "maddr", "show", "dev", "lan"); strings.Contains(out, snmMAC) {
 		t.Fatalf("after Release the interface still accepts %s:\n%s", snmMAC, out)
 	}
@@ -290,9 +310,7 @@ func TestKernelIPv6AnsweredByAnnouncerOnly(t *testing.T) {
 // client's locktime is raised to 100 s, so only a frame Linux recognises as
 // gratuitous may replace the entry's MAC address.
 func TestKernelAnnouncementsUpdateNeighbours(t *testing.T) {
-	lab := newLab(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "client"}, {Name: "ann"}}})
-	client, ann := lab.Host("client"), lab.Host("ann")
-	vipHost(t, ann)
+	client, ann := clientAndAnnouncer(t)
 	if err := client.SetSysctl("net/ipv4/neigh/lan/locktime", "10000"); err != nil {
 		t.Fatal(err)
 	}
@@ -334,9 +352,7 @@ func TestKernelAnnouncementsUpdateNeighbours(t *testing.T) {
 // TestKernelReannounceRepairsNeighbour: with ReannounceInterval set, a client
 // entry that went wrong after the burst is put right again.
 func TestKernelReannounceRepairsNeighbour(t *testing.T) {
-	lab := newLab(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "client"}, {Name: "ann"}}})
-	client, ann := lab.Host("client"), lab.Host("ann")
-	vipHost(t, ann)
+	client, ann := clientAndAnnouncer(t)
 	a := dialOn(t, ann, Config{AnnounceCount: 1, ReannounceInterval: 300 * time.Millisecond})
 	acquireOn(t, a, kvip4, kvip6)
 	for _, vip := range []netip.Addr{kvip4, kvip6} {
@@ -354,8 +370,12 @@ func TestKernelReannounceRepairsNeighbour(t *testing.T) {
 }
 
 // TestKernelOtherInterfaceGetsNoAnswer: the announcer host is also on a
-// second segment, whose hosts ask for the VIPs there; only the segment of
-// the Announcer's interface gets answers.
+// second segment, whose host asks for the VIPs there (ARP, a neighbour
+// solicitation on the wire, TCP). The Announcer must not answer any of it:
+// its reply counters stay put, it logs no answer to the asker, and nothing
+// about the VIPs leaves the host on that segment. An Announcer that read
+// the questions on all interfaces would answer them, on its own interface
+// if not on the other, and fail the first two checks.
 func TestKernelOtherInterfaceGetsNoAnswer(t *testing.T) {
 	lab := newLab(t, nettest.Topology{
 		Segments: []nettest.Segment{{Name: "lan"}, {Name: "wan"}},
@@ -367,23 +387,57 @@ func TestKernelOtherInterfaceGetsNoAnswer(t *testing.T) {
 	})
 	client, ann, client2 := lab.Host("client"), lab.Host("ann"), lab.Host("client2")
 	vipHost(t, ann)
-	a := dialOn(t, ann, Config{})
+	rec := &recorder{answers: map[string]int{}}
+	a := dialOn(t, ann, Config{AnnounceCount: 1, Logger: slog.New(rec)})
 	acquireOn(t, a, kvip4, kvip6)
 	for _, vip := range []string{kvip4.String() + "/32", kvip6.String() + "/128"} {
 		client2.MustRun(t, "ip", "route", "add", vip, "dev", "wan")
 	}
+	// Every frame on ann's wan; those from ann's MAC are what it sends.
+	capture := rawSocket(t, ann, "wan", unix.ETH_P_ALL)
 
+	before := a.Stats()
+	out, _ := client2.Run(context.Background(), "arping", "-i", "wan", "-c", "3", "-W", "0.1", "-w", "1", kvip4.String())
+	if arpingReply.Match(out) {
+		t.Fatalf("the VIP answered on the other segment:\n%s", out)
+	}
+	if got := solicitOnWire(t, client2, "wan", kvip6, 500*time.Millisecond); len(got) != 0 {
+		t.Fatalf("%v advertised on the other segment by %v", kvip6, got)
+	}
 	for _, vip := range []netip.Addr{kvip4, kvip6} {
-		if _, err := ask(client2, vip, time.Second); err == nil {
+		if _, err := ask(client2, vip, 500*time.Millisecond); err == nil {
 			t.Fatalf("%v reached from the other segment", vip)
 		}
 	}
-	if out, _ := client2.Run(context.Background(), "arping", "-i", "wan", "-c", "2", "-W", "0.2", "-w", "1", kvip4.String()); arpingReply.Match(out) {
-		t.Fatalf("the VIP answered on the other segment:\n%s", out)
+	// Other frames reach the Announcer on lan meanwhile (the switch's own
+	// ports run duplicate address detection), so Received may grow; but
+	// an Announcer that read the questions on wan would answer them.
+	if s := a.Stats(); s.ARPReplies != before.ARPReplies || s.NeighborAdvertisements != before.NeighborAdvertisements ||
+		s.WriteErrors != before.WriteErrors || s.Malformed != before.Malformed {
+		t.Fatalf("the Announcer answered the other segment: stats %+v, before %+v", s, before)
+	}
+	for _, ip := range []netip.Addr{client2.IP4(), client2.IP6()} {
+		for _, what := range []string{"arp reply", "neighbor advertisement"} {
+			if n := rec.count(what + " " + ip.String()); n != 0 {
+				t.Fatalf("the Announcer logged %d %ss to %v", n, what, ip)
+			}
+		}
+	}
+	if err := capture.SetReadDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, readBufferLen)
+	for {
+		n, _, err := capture.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		if about, ok := frameAbout(buf[:n]); ok && equalMAC(buf[6:12], ann.Iface("wan").MAC) && (about == kvip4 || about == kvip6) {
+			t.Fatalf("ann sent a frame about %v on wan: % x", about, buf[:n])
+		}
 	}
 	for _, vip := range []netip.Addr{kvip4, kvip6} {
-		out := client2.MustRun(t, "ip", "neigh", "show", vip.String(), "dev", "wan")
-		if strings.Contains(out, "lladdr") {
+		if out := client2.MustRun(t, "ip", "neigh", "show", vip.String(), "dev", "wan"); strings.Contains(out, "lladdr") {
 			t.Fatalf("client2 resolved %v on wan: %s", vip, out)
 		}
 	}
@@ -391,6 +445,63 @@ func TestKernelOtherInterfaceGetsNoAnswer(t *testing.T) {
 	for _, vip := range []netip.Addr{kvip4, kvip6} {
 		if r, err := ask(client, vip, 3*time.Second); err != nil || r.Backend != "ann" {
 			t.Fatalf("TCP to %v on lan: %+v, %v", vip, r, err)
+		}
+	}
+	if s := a.Stats(); s.Received == before.Received || s.ARPReplies+s.NeighborAdvertisements == 0 {
+		t.Fatalf("stats %+v: the lan's questions did not reach the Announcer", s)
+	}
+}
+
+// frameAbout returns the address an ARP or neighbour discovery frame is
+// about: the ARP sender IP, or the target of a solicitation or an
+// advertisement.
+func frameAbout(b []byte) (netip.Addr, bool) {
+	f, err := ParseFrame(b)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	switch f.EtherType {
+	case EtherTypeARP:
+		if p, err := ParsePacket(f.Payload); err == nil {
+			return p.SenderIP, true
+		}
+	case EtherTypeIPv6:
+		if m, err := ParseNeighborMessage(f.Payload); err == nil {
+			return m.Target, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// solicitOnWire sends a neighbour solicitation for target from h's
+// interface ifname, to the target's solicited-node group as a resolving
+// host does, and returns the link-layer addresses of the advertisements for
+// target that come back to h within wait.
+func solicitOnWire(t testing.TB, h *nettest.Host, ifname string, target netip.Addr, wait time.Duration) []net.HardwareAddr {
+	t.Helper()
+	c := rawSocket(t, h, ifname, unix.ETH_P_IPV6)
+	ifc := h.Iface(ifname)
+	frame := ndFrame(t, IPv6MulticastMAC(SolicitedNodeMulticast(target)), ifc.MAC, solicit(ifc.Addr6, target, ifc.MAC))
+	if _, err := c.WriteTo(frame, &packet.Addr{HardwareAddr: frame[:6]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetReadDeadline(time.Now().Add(wait)); err != nil {
+		t.Fatal(err)
+	}
+	var got []net.HardwareAddr
+	buf := make([]byte, readBufferLen)
+	for {
+		n, _, err := c.ReadFrom(buf)
+		if err != nil {
+			return got
+		}
+		f, err := ParseFrame(buf[:n])
+		if err != nil || f.EtherType != EtherTypeIPv6 {
+			continue
+		}
+		m, err := ParseNeighborMessage(f.Payload)
+		if err == nil && m.Type == TypeNeighborAdvertisement && m.Target == target && m.Destination == ifc.Addr6 {
+			got = append(got, m.LinkLayerAddr)
 		}
 	}
 }
@@ -423,16 +534,16 @@ func (r *recorder) count(key string) int {
 	return r.answers[key]
 }
 
-// rawSocket opens a packet socket in h's namespace for sending frames.
-func rawSocket(t testing.TB, h *nettest.Host) *packet.Conn {
+// rawSocket opens a packet socket for proto on h's interface ifname.
+func rawSocket(t testing.TB, h *nettest.Host, ifname string, proto int) *packet.Conn {
 	t.Helper()
 	var c *packet.Conn
 	err := h.Do(func() error {
-		ifi, err := net.InterfaceByName("lan")
+		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
 			return err
 		}
-		c, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
+		c, err = packet.Listen(ifi, packet.Raw, proto, nil)
 		return err
 	})
 	if err != nil {
@@ -444,7 +555,7 @@ func rawSocket(t testing.TB, h *nettest.Host) *packet.Conn {
 
 func sendRaw(t testing.TB, h *nettest.Host, frames ...[]byte) {
 	t.Helper()
-	c := rawSocket(t, h)
+	c := rawSocket(t, h, "lan", unix.ETH_P_ARP)
 	for _, f := range frames {
 		if _, err := c.WriteTo(f, &packet.Addr{HardwareAddr: f[:6]}); err != nil {
 			t.Fatal(err)
@@ -458,9 +569,7 @@ func sendRaw(t testing.TB, h *nettest.Host, frames ...[]byte) {
 // socket filter drops them, as the kernel has moved their tag into
 // metadata), answers priority-tagged ones, and keeps serving.
 func TestKernelMalformedAndTaggedFrames(t *testing.T) {
-	lab := newLab(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "client"}, {Name: "ann"}}})
-	client, ann := lab.Host("client"), lab.Host("ann")
-	vipHost(t, ann)
+	client, ann := clientAndAnnouncer(t)
 	rec := &recorder{answers: map[string]int{}}
 	a := dialOn(t, ann, Config{AnnounceCount: 1, Logger: slog.New(rec)})
 	acquireOn(t, a, kvip4, kvip6)
@@ -554,9 +663,7 @@ func TestKernelMalformedAndTaggedFrames(t *testing.T) {
 // TestKernelFilterKeepsDataTrafficAway: TCP traffic to the announcer host
 // does not wake the Announcer's reader.
 func TestKernelFilterKeepsDataTrafficAway(t *testing.T) {
-	lab := newLab(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "client"}, {Name: "ann"}}})
-	client, ann := lab.Host("client"), lab.Host("ann")
-	vipHost(t, ann)
+	client, ann := clientAndAnnouncer(t)
 	a := dialOn(t, ann, Config{AnnounceCount: 1})
 	acquireOn(t, a, kvip4)
 	if _, err := ask(client, ann.IP4(), 2*time.Second); err != nil {
@@ -580,9 +687,7 @@ func TestKernelFilterKeepsDataTrafficAway(t *testing.T) {
 // neighbour solicitation to the VIP itself); the Announcer answers them and
 // the entry becomes reachable.
 func TestKernelNUDProbesAnswered(t *testing.T) {
-	lab := newLab(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "client"}, {Name: "ann"}}})
-	client, ann := lab.Host("client"), lab.Host("ann")
-	vipHost(t, ann)
+	client, ann := clientAndAnnouncer(t)
 	for _, fam := range []string{"ipv4", "ipv6"} {
 		if err := client.SetSysctl("net/"+fam+"/neigh/lan/delay_first_probe_time", "0"); err != nil {
 			t.Fatal(err)
@@ -620,9 +725,7 @@ func TestKernelNUDProbesAnswered(t *testing.T) {
 // Announcer stops it with ErrInterfaceGone (through rtnetlink, at once),
 // after which it owns nothing and tries nothing.
 func TestKernelInterfaceDeletedStopsAnnouncer(t *testing.T) {
-	lab := newLab(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "client"}, {Name: "ann"}}})
-	ann := lab.Host("ann")
-	vipHost(t, ann)
+	_, ann := clientAndAnnouncer(t)
 	a := dialOn(t, ann, Config{AnnounceCount: 2, ReannounceInterval: MinReannounceInterval})
 	acquireOn(t, a, kvip4, kvip6)
 	start := time.Now()
@@ -650,9 +753,7 @@ func TestKernelInterfaceDeletedStopsAnnouncer(t *testing.T) {
 // a new burst (there is no periodic re-announcement here, and the host's
 // kernel announces nothing for a VIP on lo).
 func TestKernelLinkUpAnnouncesAgain(t *testing.T) {
-	lab := newLab(t, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "client"}, {Name: "ann"}}})
-	client, ann := lab.Host("client"), lab.Host("ann")
-	vipHost(t, ann)
+	client, ann := clientAndAnnouncer(t)
 	a := dialOn(t, ann, Config{AnnounceCount: 2, AnnounceInterval: 50 * time.Millisecond})
 	acquireOn(t, a, kvip4, kvip6)
 	deadline := time.Now().Add(3 * time.Second)
