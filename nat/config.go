@@ -23,18 +23,23 @@ type Config struct {
 	Node lb.Node
 
 	// Prefix starts every chain name ("LBK-" by default), so that lbkit
-	// never collides with a kube-proxy on the same node. It must be 1-8
-	// characters of [A-Z0-9-] ending in '-'.
+	// never collides with a kube-proxy on the same node. It must be 2-8
+	// characters of [A-Z0-9-] ending in '-', and not "KUBE-". A syncer
+	// owns (and its full syncs and Cleanup delete) every chain whose name
+	// starts with its prefix, so two syncers on one node need prefixes
+	// neither of which starts the other ("LBK-" and "LBK-2-" would clash;
+	// "LBK-" and "LBKB-" do not).
 	Prefix string
 
 	// MasqueradeMark is the single mark bit that flags a connection for
 	// masquerading in POSTROUTING (DefaultMasqueradeMark when zero).
 	MasqueradeMark uint32
 
-	// ClusterCIDRs are the pod networks. Traffic to a cluster IP from
-	// outside them is masqueraded, so that replies come back through this
-	// node, and external traffic from inside them is treated as cluster
-	// traffic under a Local external policy. Empty means no such rules.
+	// ClusterCIDRs are the pod networks, at most one per IP family (as
+	// kube-proxy's --cluster-cidr). Traffic to a cluster IP from outside
+	// them is masqueraded, so that replies come back through this node,
+	// and external traffic from inside them is treated as cluster traffic
+	// under a Local external policy. Empty means no such rules.
 	ClusterCIDRs []netip.Prefix
 
 	// MasqueradeAll masquerades all traffic to cluster IPs.
@@ -71,16 +76,26 @@ func (c Config) validate() error {
 	add := func(field, format string, args ...any) {
 		fe = append(fe, &lb.FieldError{Field: field, Type: lb.ErrorTypeInvalid, Detail: fmt.Sprintf(format, args...)})
 	}
-	if !prefixRE.MatchString(c.Prefix) {
+	switch {
+	case !prefixRE.MatchString(c.Prefix):
 		add("config.prefix", "%q must be 2-8 characters of [A-Z0-9-] ending in '-'", c.Prefix)
+	case c.Prefix == "KUBE-":
+		add("config.prefix", "%q belongs to kube-proxy", c.Prefix)
 	}
 	if m := c.MasqueradeMark; m&(m-1) != 0 {
 		add("config.masqueradeMark", "%#x must be a single bit", m)
 	}
+	seenFamily := map[lb.IPFamily]int{}
 	for i, p := range c.ClusterCIDRs {
 		if !p.IsValid() || p != p.Masked() {
 			add(fmt.Sprintf("config.clusterCIDRs[%d]", i), "%s is not a canonical prefix", p)
+			continue
 		}
+		fam := lb.PrefixFamily(p)
+		if j, dup := seenFamily[fam]; dup {
+			add(fmt.Sprintf("config.clusterCIDRs[%d]", i), "a second %s cluster CIDR (the first is clusterCIDRs[%d]); at most one per family", fam, j)
+		}
+		seenFamily[fam] = i
 	}
 	for i, p := range c.NodePortAddresses {
 		if !p.IsValid() || p != p.Masked() {

@@ -20,11 +20,17 @@
 //     of pod and node traffic under Local) and LBK-FW-<hash> (load-balancer
 //     source ranges). Its last rule sends traffic to a local address to
 //     LBK-NODEPORTS.
-//   - An SVC or SVL chain marks cluster-IP traffic from outside the cluster
-//     CIDR for masquerading, sends clients with ClientIP affinity back to
-//     their endpoint (the recent match), then picks an endpoint with a chain
-//     of `statistic --mode random --probability` rules whose probabilities
-//     honour the endpoint weights exactly (lb.ProbabilityChain).
+//   - The port's internal chain (SVC, or SVL under internalTrafficPolicy
+//     Local) first marks cluster-IP traffic from outside the cluster CIDR
+//     for masquerading. An SVC or SVL chain sends clients with ClientIP
+//     affinity back to their endpoint (the recent match), then picks an
+//     endpoint with a chain of `statistic --mode random --probability` rules
+//     whose probabilities honour the endpoint weights exactly
+//     (lb.ProbabilityChain).
+//   - Under externalTrafficPolicy Local the EXT chain exists whenever the
+//     port has endpoints anywhere: traffic from the cluster CIDR and from
+//     the node itself goes to the cluster endpoints, the rest to the local
+//     ones, or, when this node has none, on to the filter table's DROP.
 //   - One LBK-SEP-<hash> chain per endpoint marks hairpin traffic (from the
 //     endpoint itself) and DNATs to the endpoint's address and target port.
 //   - nat POSTROUTING jumps to LBK-POSTROUTING, which masquerades marked
@@ -35,6 +41,12 @@
 //     ranges is dropped (LBK-FIREWALL), and marked or established forwarded
 //     traffic is accepted (LBK-FORWARD).
 //   - Load-balancer IPs with ipMode Proxy are not intercepted at all.
+//
+// After a sync, the conntrack entries of UDP and SCTP flows that the change
+// made stale are deleted (flows translated to a removed endpoint, flows to
+// the frontends of a port that regained endpoints), as kube-proxy does:
+// datagram flows have no end, so a client that keeps its socket would stay
+// on its old translation for as long as it keeps sending.
 //
 // Each sync is one iptables-restore --noflush per family. A sync rewrites
 // only the chains of service ports that changed since the previous sync and

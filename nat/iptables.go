@@ -31,6 +31,11 @@ type IPTablesOptions struct {
 	Logger *slog.Logger
 	// Now is the clock, for tests; nil means time.Now.
 	Now func() time.Time
+	// Conntrack deletes the connection-tracking entries of UDP and SCTP
+	// flows that a sync made stale; nil means NetlinkConntrack{}, in the
+	// network namespace of the calling thread (the one the iptables
+	// Client programs).
+	Conntrack Conntrack
 }
 
 // IPTablesStats describes what one sync did in one family.
@@ -46,6 +51,10 @@ type IPTablesStats struct {
 	// Rules the rules it wrote (hooks it inserted included); Bytes its
 	// size.
 	ChainsWritten, ChainsDeleted, Rules, Bytes int
+	// FlowsDeleted counts the conntrack entries removed after the restore
+	// (UDP and SCTP flows to removed endpoints, or to services that
+	// regained endpoints).
+	FlowsDeleted int
 }
 
 // ErrNoEngine is returned when the services need an IP family for which
@@ -426,6 +435,36 @@ func (s *IPTables) syncFamily(ctx context.Context, fam lb.IPFamily, ports []Port
 		}
 	}
 	s.state[fam] = next
+	// Only after the new rules are in force: a flow deleted earlier would
+	// be tracked again at once through the old ones.
+	var stale []FlowFilter
+	for key, pr := range next.ports {
+		var old *portFlows
+		if prev := st.ports[key]; prev != nil {
+			old = prev.flows
+		}
+		if prev := st.ports[key]; prev == pr {
+			continue // unchanged
+		}
+		stale = append(stale, staleFlows(old, pr.flows)...)
+	}
+	for key, prev := range st.ports {
+		if next.ports[key] == nil {
+			stale = append(stale, staleFlows(prev.flows, nil)...)
+		}
+	}
+	if len(stale) > 0 {
+		ct := s.opts.Conntrack
+		if ct == nil {
+			ct = NetlinkConntrack{}
+		}
+		n, err := ct.Delete(ctx, fam, stale)
+		r.stats.FlowsDeleted = n
+		if err != nil {
+			// The rules are in force; only the cleanup failed.
+			return r.stats, err
+		}
+	}
 	return r.stats, nil
 }
 

@@ -66,7 +66,24 @@ func goldenServices() []ServiceEndpoints {
 	empty.Service.Ports[0].NodePort = 30080
 	sctp := clusterIPService("default", "sctp", "198.51.100.15", 9999, "192.0.2.50")
 	sctp.Service.Ports[0].Protocol = lb.SCTP
-	return []ServiceEndpoints{web, weighted, lbSvc, internal, empty, sctp}
+	// External policy Local with endpoints only on another node: the
+	// external chain still short-circuits pod and node traffic to the
+	// cluster endpoints; the rest meets the filter DROP.
+	remote := ServiceEndpoints{Service: lb.Service{
+		Namespace: "shop", Name: "remote", Type: lb.ServiceTypeLoadBalancer,
+		ClusterIPs:            []netip.Addr{ip("198.51.100.16")},
+		LoadBalancerIngress:   []lb.LoadBalancerIngress{{IP: ip("203.0.113.16")}},
+		Ports:                 []lb.ServicePort{{Name: "http", Protocol: lb.TCP, Port: 80, TargetPort: lb.PortNumber(8080), NodePort: 30016}},
+		ExternalTrafficPolicy: lb.TrafficPolicyLocal,
+	}, Endpoints: []lb.Endpoint{ep("192.0.2.60", "node-b", 0)}}
+	// Internal policy Local with a local endpoint: the masquerade rule
+	// for traffic from outside the cluster CIDR goes into the SVL chain.
+	localDNS := ServiceEndpoints{Service: lb.Service{
+		Namespace: "kube-system", Name: "dns-local", ClusterIPs: []netip.Addr{ip("198.51.100.17")},
+		Ports:                 []lb.ServicePort{{Name: "dns", Protocol: lb.UDP, Port: 53}},
+		InternalTrafficPolicy: lb.TrafficPolicyLocal,
+	}, Endpoints: []lb.Endpoint{ep("192.0.2.70", "node-a", 0), ep("192.0.2.71", "node-b", 0)}}
+	return []ServiceEndpoints{web, weighted, lbSvc, internal, empty, sctp, remote, localDNS}
 }
 
 func goldenConfig() Config {
@@ -116,9 +133,27 @@ func lineDiff(want, got string) string {
 	return b.String()
 }
 
+// recordingConntrack is a Conntrack that records what it is asked to
+// delete. Unit tests use it: the default, netlink, would act on the
+// namespace the test runs in.
+type recordingConntrack struct {
+	deleted map[lb.IPFamily][]FlowFilter
+}
+
+func (r *recordingConntrack) Delete(_ context.Context, fam lb.IPFamily, filters []FlowFilter) (int, error) {
+	if r.deleted == nil {
+		r.deleted = map[lb.IPFamily][]FlowFilter{}
+	}
+	r.deleted[fam] = append(r.deleted[fam], filters...)
+	return len(filters), nil
+}
+
 func newFakeSyncer(t *testing.T, cfg Config, opts IPTablesOptions) (*IPTables, *iptables.Fake, *iptables.Fake) {
 	t.Helper()
 	v4, v6 := iptables.NewFake(iptables.IPv4), iptables.NewFake(iptables.IPv6)
+	if opts.Conntrack == nil {
+		opts.Conntrack = &recordingConntrack{}
+	}
 	s, err := NewIPTables(cfg, v4, v6, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -183,8 +218,9 @@ func TestPartialSyncEqualsFullSync(t *testing.T) {
 	if st, err := s.Sync(ctx, services); err != nil || !st[0].Full {
 		t.Fatalf("first sync: %+v, %v", st, err)
 	}
+	bulk := len(goldenServices())
 	for step := range 60 {
-		i := 6 + rng.IntN(20)
+		i := bulk + rng.IntN(20)
 		svc := &services[i]
 		var what string
 		switch rng.IntN(4) {
@@ -351,7 +387,7 @@ func TestNamesCannotInjectRules(t *testing.T) {
 }
 
 func TestNoEngineForFamily(t *testing.T) {
-	s, err := NewIPTables(Config{}, iptables.NewFake(iptables.IPv4), nil, IPTablesOptions{})
+	s, err := NewIPTables(Config{}, iptables.NewFake(iptables.IPv4), nil, IPTablesOptions{Conntrack: &recordingConntrack{}})
 	if err != nil {
 		t.Fatal(err)
 	}

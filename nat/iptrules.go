@@ -70,6 +70,7 @@ func newNames(cfg Config) (*names, error) {
 type portRules struct {
 	hash   uint64
 	chains []iptables.ChainName // SVC, SVL, EXT, FW and SEP chains (nat table)
+	flows  *portFlows           // for UDP and SCTP: what conntrack cleanup compares
 
 	natServices  []iptables.Rule // LBK-SERVICES (nat)
 	natNodePorts []iptables.Rule // LBK-NODEPORTS (nat)
@@ -204,13 +205,18 @@ func (b *ipBuilder) port(p *Port) (*portRules, []iptables.Chain, error) {
 	}
 	sel := &p.Endpoints
 	comment := p.Comment()
-	pr := &portRules{}
+	pr := &portRules{flows: flowsOf(p)}
 
-	usesSVC := sel.InternalVerdict == lb.VerdictForward && p.InternalPolicy == lb.TrafficPolicyCluster ||
-		sel.ExternalVerdict == lb.VerdictForward
-	usesSVL := sel.InternalVerdict == lb.VerdictForward && p.InternalPolicy == lb.TrafficPolicyLocal ||
-		sel.ExternalVerdict == lb.VerdictForward && p.ExternalPolicy == lb.TrafficPolicyLocal
-	usesEXT := sel.ExternalVerdict == lb.VerdictForward
+	// As kube-proxy: the external chain exists whenever the port is
+	// externally accessible and has endpoints anywhere, even when a Local
+	// policy finds none on this node, because traffic from pods and from
+	// the node itself is short-circuited to the cluster endpoints; other
+	// external traffic then falls through it and meets the filter table's
+	// DROP.
+	usesEXT := sel.HasEndpoints && p.ExternallyAccessible
+	localExternal := usesEXT && p.ExternalPolicy == lb.TrafficPolicyLocal && len(sel.Local) > 0
+	usesSVC := sel.InternalVerdict == lb.VerdictForward && p.InternalPolicy == lb.TrafficPolicyCluster || usesEXT
+	usesSVL := sel.InternalVerdict == lb.VerdictForward && p.InternalPolicy == lb.TrafficPolicyLocal || localExternal
 	var svlChain, extChain, fwChain iptables.ChainName
 	if usesSVL || p.InternalPolicy == lb.TrafficPolicyLocal {
 		svlChain, _ = n.namer.Name(kindSVL, key, proto)
@@ -278,13 +284,14 @@ func (b *ipBuilder) port(p *Port) (*portRules, []iptables.Chain, error) {
 					entry = fwChain
 				}
 			}
-			switch sel.ExternalVerdict {
-			case lb.VerdictForward:
+			if usesEXT {
 				pr.natServices = append(pr.natServices, b.frontendRule(p, f.Addr, f.Port, comment+what, b.jump(entry)))
 				if entry == fwChain {
 					pr.fltFirewall = append(pr.fltFirewall, b.frontendRule(p, f.Addr, f.Port,
 						comment+" traffic not accepted by "+string(fwChain), iptables.Drop))
 				}
+			}
+			switch sel.ExternalVerdict {
 			case lb.VerdictReject:
 				pr.fltExternal = append(pr.fltExternal, b.frontendRule(p, f.Addr, f.Port, comment+" has no endpoints", iptables.Reject{}))
 			case lb.VerdictDrop:
@@ -292,11 +299,14 @@ func (b *ipBuilder) port(p *Port) (*portRules, []iptables.Chain, error) {
 			}
 		case lb.FrontendNodePort:
 			rule := iptables.Rule{Proto: iptables.ProtoMatch{Proto: iptables.Protocol(proto)}}
+			if usesEXT {
+				pr.natNodePorts = append(pr.natNodePorts, iptables.Rule{
+					Proto:   rule.Proto,
+					Matches: b.kmatches(iptables.Comment(comment), dport(f.Port)),
+					Target:  b.jump(extChain),
+				})
+			}
 			switch sel.ExternalVerdict {
-			case lb.VerdictForward:
-				rule.Matches = b.kmatches(iptables.Comment(comment), dport(f.Port))
-				rule.Target = b.jump(extChain)
-				pr.natNodePorts = append(pr.natNodePorts, rule)
 			case lb.VerdictReject, lb.VerdictDrop:
 				c, t := comment+" has no endpoints", iptables.Target(iptables.Reject{})
 				if sel.ExternalVerdict == lb.VerdictDrop {
@@ -309,28 +319,36 @@ func (b *ipBuilder) port(p *Port) (*portRules, []iptables.Chain, error) {
 		}
 	}
 
-	// The per-port chains.
+	// The per-port chains. Cluster-IP traffic from outside the cluster
+	// CIDR (or all of it, with MasqueradeAll) is marked for masquerading
+	// first thing in the internal chain, whichever of SVC and SVL that is.
+	var masq *iptables.Rule
+	if cip, ok := clusterIPOf(p); ok && sel.InternalVerdict == lb.VerdictForward {
+		switch {
+		case b.cfg.MasqueradeAll:
+			r := b.frontendRule(p, cip, p.Port, comment+" cluster IP", b.toMasq)
+			masq = &r
+		case b.clusterCIDR.IsValid():
+			r := b.frontendRule(p, cip, p.Port, comment+" cluster IP", b.toMasq)
+			r.Src = iptables.Addr{Prefix: b.clusterCIDR, Invert: true}
+			masq = &r
+		}
+	}
+	internalMasq := func(policy lb.TrafficPolicy) *iptables.Rule {
+		if p.InternalPolicy == policy {
+			return masq
+		}
+		return nil
+	}
 	if usesSVC {
 		ch := iptables.Chain{Name: svcChain}
-		var masq *iptables.Rule
-		if cip, ok := clusterIPOf(p); ok && sel.InternalVerdict == lb.VerdictForward && p.InternalPolicy == lb.TrafficPolicyCluster {
-			switch {
-			case b.cfg.MasqueradeAll:
-				r := b.frontendRule(p, cip, p.Port, comment+" cluster IP", b.toMasq)
-				masq = &r
-			case b.clusterCIDR.IsValid():
-				r := b.frontendRule(p, cip, p.Port, comment+" cluster IP", b.toMasq)
-				r.Src = iptables.Addr{Prefix: b.clusterCIDR, Invert: true}
-				masq = &r
-			}
-		}
-		if ch.Rules, err = b.balance(p, sepsOf(sel.Cluster), masq); err != nil {
+		if ch.Rules, err = b.balance(p, sepsOf(sel.Cluster), internalMasq(lb.TrafficPolicyCluster)); err != nil {
 			return nil, nil, err
 		}
 		b.chains = append(b.chains, ch)
 	}
 	if usesSVL {
-		rules, err := b.balance(p, sepsOf(sel.Local), nil)
+		rules, err := b.balance(p, sepsOf(sel.Local), internalMasq(lb.TrafficPolicyLocal))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -357,8 +375,10 @@ func (b *ipBuilder) port(p *Port) (*portRules, []iptables.Chain, error) {
 			ch.Rules = append(ch.Rules,
 				iptables.Rule{Matches: b.matches(iptables.Comment("masquerade LOCAL traffic for "+comment+" external destinations"), local), Target: b.toMasq},
 				iptables.Rule{Matches: b.matches(iptables.Comment("route LOCAL traffic for "+comment+" external destinations"), local), Target: svcJump},
-				iptables.Rule{Target: b.jump(svlChain)},
 			)
+			if localExternal {
+				ch.Rules = append(ch.Rules, iptables.Rule{Target: b.jump(svlChain)})
+			}
 		}
 		b.chains = append(b.chains, ch)
 		if fwChain != "" {
@@ -488,12 +508,14 @@ func (b *ipBuilder) globalChains(ports []*portRules) (nat, filter []iptables.Cha
 	npPrefixes := lb.FilterPrefixes(cfg.NodePortAddresses, b.fam)
 	switch {
 	case len(cfg.NodePortAddresses) == 0:
-		r := iptables.Rule{Matches: []iptables.Match{npComment, local}, Target: b.jump(n.nodePorts)}
-		if b.fam == lb.IPv4 {
-			// Node ports are not served on loopback: DNAT of a 127/8
-			// destination to a remote endpoint would need route_localnet.
-			r.Dst = iptables.Addr{Prefix: netip.MustParsePrefix("127.0.0.0/8"), Invert: true}
+		// Node ports are not served on loopback: DNAT of a 127/8
+		// destination to a remote endpoint would need route_localnet, and
+		// the kernel does not route ::1 off the host at all.
+		loopback := netip.MustParsePrefix("127.0.0.0/8")
+		if b.fam == lb.IPv6 {
+			loopback = netip.MustParsePrefix("::1/128")
 		}
+		r := iptables.Rule{Dst: iptables.Addr{Prefix: loopback, Invert: true}, Matches: []iptables.Match{npComment, local}, Target: b.jump(n.nodePorts)}
 		natSvc.Rules = append(natSvc.Rules, r)
 	default:
 		for _, pfx := range npPrefixes {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"syscall"
 	"testing"
@@ -283,7 +284,9 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 	ctx := context.Background()
 	s := newSuiteLab(t, eut.tools)
 	e := eut.start(t, s.lb, s.cfg)
-	sync := func(svcs ...nat.ServiceEndpoints) {
+	// sync takes the subtest's t: a failure must end that subtest, not
+	// call FailNow on the parent from a subtest's goroutine.
+	sync := func(t *testing.T, svcs ...nat.ServiceEndpoints) {
 		t.Helper()
 		if err := e.Sync(ctx, svcs); err != nil {
 			t.Fatalf("%s sync: %v", eut.name, err)
@@ -306,7 +309,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 	web := service("web", 1, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
 
 	t.Run("ClusterIPDistribution", func(t *testing.T) {
-		sync(web)
+		sync(t, web)
 		c := distribution(t, s.client1, nettest.Probe{To: clusterIP(web), N: 3000}, even(s.beNames...))
 		// Clients outside the cluster CIDR are masqueraded to a cluster IP.
 		for src := range sources(c) {
@@ -319,14 +322,14 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 	t.Run("UDP", func(t *testing.T) {
 		dns := service("dns", 2, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
 		dns.Service.Ports[0].Protocol = lb.UDP
-		sync(web, dns)
+		sync(t, web, dns)
 		distribution(t, s.client1, nettest.Probe{Network: "udp", To: clusterIP(dns), N: 600}, even(s.beNames...))
 	})
 
 	t.Run("Weights", func(t *testing.T) {
 		w := service("weighted", 3, lb.IPv4, []lb.Endpoint{
 			s.endpoint(0, lb.IPv4, 1), s.endpoint(1, lb.IPv4, 2), s.endpoint(2, lb.IPv4, 3)})
-		sync(web, w)
+		sync(t, web, w)
 		distribution(t, s.client1, nettest.Probe{To: clusterIP(w), N: 3000},
 			map[string]float64{"be1": 1, "be2": 2, "be3": 3})
 	})
@@ -335,7 +338,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		np := service("np", 4, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
 		np.Service.Type = lb.ServiceTypeNodePort
 		np.Service.Ports[0].NodePort = 30080
-		sync(web, np)
+		sync(t, web, np)
 		c := distribution(t, s.client2, nettest.Probe{To: netip.AddrPortFrom(s.nodeIP4, 30080), N: 600}, even(s.beNames...))
 		for src := range sources(c) {
 			if src == s.client2.IP4() {
@@ -345,7 +348,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 	})
 
 	t.Run("Hairpin", func(t *testing.T) {
-		sync(web)
+		sync(t, web)
 		c, err := s.be[0].Count(ctx, nettest.Probe{To: clusterIP(web), N: 300})
 		if err != nil || c.Failures > 0 {
 			t.Fatalf("be1 → its own service: %+v, %v", c, err)
@@ -374,7 +377,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		loc.Service.Ports[0].NodePort = 30081
 		loc.Service.ExternalTrafficPolicy = lb.TrafficPolicyLocal
 		loc.Service.LoadBalancerIngress = []lb.LoadBalancerIngress{{IP: nth(lbIPs4, 5)}}
-		sync(web, loc)
+		sync(t, web, loc)
 		for _, to := range []netip.AddrPort{netip.AddrPortFrom(nth(lbIPs4, 5), 80), netip.AddrPortFrom(s.nodeIP4, 30081)} {
 			c, err := s.client1.Count(ctx, nettest.Probe{To: to, N: 100})
 			if err != nil || c.Failures > 0 || c.Backends["be1"] != 100 {
@@ -391,7 +394,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		// Without a local endpoint, external traffic is dropped (no
 		// answer at all), not rejected.
 		loc.Endpoints = s.endpoints(lb.IPv4, 1, 2)
-		sync(web, loc)
+		sync(t, web, loc)
 		start := time.Now()
 		_, err := s.client1.Ask(ctx, nettest.Probe{To: netip.AddrPortFrom(nth(lbIPs4, 5), 80), Timeout: 1500 * time.Millisecond})
 		if err == nil || !isTimeout(err) || time.Since(start) < time.Second {
@@ -402,7 +405,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 	t.Run("InternalTrafficPolicyLocal", func(t *testing.T) {
 		itp := service("itp", 6, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
 		itp.Service.InternalTrafficPolicy = lb.TrafficPolicyLocal
-		sync(web, itp)
+		sync(t, web, itp)
 		c, err := s.client1.Count(ctx, nettest.Probe{To: clusterIP(itp), N: 100})
 		if err != nil || c.Failures > 0 || c.Backends["be1"] != 100 {
 			t.Fatalf("internalTrafficPolicy Local: %+v, %v; want every connection on be1", c, err)
@@ -412,7 +415,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 	t.Run("ClientIPAffinity", func(t *testing.T) {
 		aff := service("sticky", 7, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
 		aff.Service.SessionAffinity = lb.SessionAffinity{Type: lb.AffinityClientIP, TimeoutSeconds: 600}
-		sync(web, aff)
+		sync(t, web, aff)
 		seen := map[string]int{}
 		for _, src := range s.extraSources {
 			c, err := s.client1.Count(ctx, nettest.Probe{To: clusterIP(aff), From: src, N: 10})
@@ -442,14 +445,14 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		vip.Service.Ports[0].NodePort = 30082
 		vip.Service.Ports[0].Port = port // extlb answers on 8080 too
 		vip.Service.LoadBalancerIngress = []lb.LoadBalancerIngress{{IP: s.proxyModeIP4, IPMode: lb.IPModeVIP}}
-		sync(web, vip)
+		sync(t, web, vip)
 		to := netip.AddrPortFrom(s.proxyModeIP4, port)
 		c, err := s.client1.Count(ctx, nettest.Probe{To: to, N: 60})
 		if err != nil || c.Failures > 0 || c.Backends["extlb"] != 0 || len(c.Backends) < 2 {
 			t.Fatalf("ipMode VIP: %+v, %v; want the node to intercept and balance over the backends", c.Backends, err)
 		}
 		vip.Service.LoadBalancerIngress[0].IPMode = lb.IPModeProxy
-		sync(web, vip)
+		sync(t, web, vip)
 		c, err = s.client1.Count(ctx, nettest.Probe{To: to, N: 20})
 		if err != nil || c.Failures > 0 || c.Backends["extlb"] != 20 {
 			t.Fatalf("ipMode Proxy: %+v, %v; want every connection to pass the node untouched to extlb", c.Backends, err)
@@ -458,7 +461,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 
 	t.Run("NoEndpointsRejects", func(t *testing.T) {
 		empty := service("empty", 9, lb.IPv4, nil)
-		sync(web, empty)
+		sync(t, web, empty)
 		start := time.Now()
 		_, err := s.client1.Ask(ctx, nettest.Probe{To: clusterIP(empty), Timeout: 3 * time.Second})
 		if err == nil || !isRefused(err) {
@@ -470,10 +473,10 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 	})
 
 	t.Run("EndpointRemoved", func(t *testing.T) {
-		sync(web)
+		sync(t, web)
 		two := web
 		two.Endpoints = s.endpoints(lb.IPv4, 0, 1)
-		sync(two)
+		sync(t, two)
 		c := distribution(t, s.client1, nettest.Probe{To: clusterIP(two), N: 600}, even("be1", "be2"))
 		if c.Backends["be3"] != 0 {
 			t.Errorf("be3 was removed but got %d new connections", c.Backends["be3"])
@@ -481,7 +484,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 	})
 
 	t.Run("FailedApplyKeepsOldRules", func(t *testing.T) {
-		sync(web)
+		sync(t, web)
 		undo := e.BreakNextApply(t, portName("web"))
 		two := web
 		two.Endpoints = s.endpoints(lb.IPv4, 0, 1)
@@ -494,7 +497,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		// Traffic keeps flowing on the previous rules, all three backends.
 		distribution(t, s.client1, nettest.Probe{To: clusterIP(web), N: 600}, even(s.beNames...))
 		undo()
-		sync(two)
+		sync(t, two)
 		c := distribution(t, s.client1, nettest.Probe{To: clusterIP(two), N: 300}, even("be1", "be2"))
 		if c.Backends["be3"] != 0 {
 			t.Errorf("after the retry be3 still gets traffic")
@@ -502,7 +505,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 	})
 
 	t.Run("DriftHealedByPeriodicSync", func(t *testing.T) {
-		sync(web)
+		sync(t, web)
 		e.Vandalize(t, portName("web"))
 		c, err := s.client1.Count(ctx, nettest.Probe{To: clusterIP(web), N: 5, Timeout: 500 * time.Millisecond})
 		if err != nil || c.Total() != 0 {
@@ -514,14 +517,103 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		distribution(t, s.client1, nettest.Probe{To: clusterIP(web), N: 300}, even(s.beNames...))
 	})
 
+	t.Run("LocalPolicyShortCircuit", func(t *testing.T) {
+		// External policy Local, endpoints only on other nodes: outside
+		// clients are dropped, but pods and the node itself still reach
+		// the service through the cluster endpoints.
+		remote := service("remote", 11, lb.IPv4, s.endpoints(lb.IPv4, 1, 2))
+		remote.Service.Type = lb.ServiceTypeLoadBalancer
+		remote.Service.Ports[0].NodePort = 30083
+		remote.Service.ExternalTrafficPolicy = lb.TrafficPolicyLocal
+		remote.Service.LoadBalancerIngress = []lb.LoadBalancerIngress{{IP: nth(lbIPs4, 11)}}
+		sync(t, web, remote)
+		lbIP := netip.AddrPortFrom(nth(lbIPs4, 11), 80)
+		c, err := s.be[0].Count(ctx, nettest.Probe{To: lbIP, N: 40})
+		if err != nil || c.Failures > 0 || c.Backends["be1"] != 0 || c.Total() != 40 {
+			t.Errorf("a pod (be1) to the LB IP: %+v, %v; want every connection answered by be2/be3", c.Backends, err)
+		}
+		c, err = s.lb.Count(ctx, nettest.Probe{To: netip.AddrPortFrom(s.nodeIP4, 30083), N: 40})
+		if err != nil || c.Failures > 0 || c.Total() != 40 {
+			t.Errorf("the node to its own node port: %+v, %v; want every connection answered", c.Backends, err)
+		}
+		if _, err := s.client1.Ask(ctx, nettest.Probe{To: lbIP, Timeout: time.Second}); err == nil || !isTimeout(err) {
+			t.Errorf("an outside client to the LB IP: %v, want the connection dropped (no local endpoint)", err)
+		}
+	})
+
+	t.Run("LoadBalancerSourceRanges", func(t *testing.T) {
+		fw := service("ranged", 12, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		fw.Service.Type = lb.ServiceTypeLoadBalancer
+		fw.Service.Ports[0].NodePort = 30084
+		fw.Service.LoadBalancerIngress = []lb.LoadBalancerIngress{{IP: nth(lbIPs4, 12)}}
+		fw.Service.LoadBalancerSourceRanges = []netip.Prefix{netip.PrefixFrom(s.client1.IP4(), 32)}
+		sync(t, web, fw)
+		to := netip.AddrPortFrom(nth(lbIPs4, 12), 80)
+		c, err := s.client1.Count(ctx, nettest.Probe{To: to, N: 30})
+		if err != nil || c.Failures > 0 || c.Total() != 30 {
+			t.Errorf("an allowed source: %+v, %v; want every connection answered", c, err)
+		}
+		if _, err := s.client2.Ask(ctx, nettest.Probe{To: to, Timeout: time.Second}); err == nil || !isTimeout(err) {
+			t.Errorf("a source outside the ranges: %v, want the connection dropped", err)
+		}
+	})
+
+	t.Run("UDPFlowFollowsEndpointRemoval", func(t *testing.T) {
+		// One client socket keeps sending: its flow is tracked, so only a
+		// conntrack cleanup by the engine stops it from going on to a
+		// removed endpoint.
+		udp := service("udp-sticky", 13, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		udp.Service.Ports[0].Protocol = lb.UDP
+		sync(t, web, udp)
+		conn, err := s.client1.DialContext(ctx, "udp", clusterIP(udp).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		first := askOn(t, conn)
+		var left []int
+		for i, name := range s.beNames {
+			if name != first {
+				left = append(left, i)
+			}
+		}
+		udp.Endpoints = s.endpoints(lb.IPv4, left...)
+		sync(t, web, udp)
+		for range 5 {
+			if got := askOn(t, conn); got == first {
+				t.Fatalf("the flow still reaches %s after it was removed", first)
+			}
+		}
+	})
+
+	t.Run("UDPFlowOlderThanService", func(t *testing.T) {
+		// A flow the node forwarded untranslated before the service
+		// existed must be translated once the service has endpoints.
+		udp := service("udp-late", 14, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		udp.Service.Ports[0].Protocol = lb.UDP
+		sync(t, web)
+		conn, err := s.client1.DialContext(ctx, "udp", clusterIP(udp).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if r, err := askOnce(conn, 300*time.Millisecond); err == nil {
+			t.Fatalf("the cluster IP answered (%s) before the service existed", r.Backend)
+		}
+		sync(t, web, udp)
+		if got := askOn(t, conn); got == "" {
+			t.Fatal("no answer after the service was programmed")
+		}
+	})
+
 	t.Run("IPv6", func(t *testing.T) {
 		web6 := service("web6", 1, lb.IPv6, s.endpoints(lb.IPv6, 0, 1, 2))
-		sync(web, web6)
+		sync(t, web, web6)
 		distribution(t, s.client1, nettest.Probe{To: clusterIP(web6), N: 3000}, even(s.beNames...))
 		// Dual-stack: one service, both families.
 		dual := service("dual", 10, lb.IPv4, append(s.endpoints(lb.IPv4, 0, 1, 2), s.endpoints(lb.IPv6, 0, 1, 2)...))
 		dual.Service.ClusterIPs = append(dual.Service.ClusterIPs, nth(serviceCIDR6, 10))
-		sync(web, dual)
+		sync(t, web, dual)
 		distribution(t, s.client2, nettest.Probe{To: netip.AddrPortFrom(nth(serviceCIDR6, 10), 80), N: 300}, even(s.beNames...))
 		distribution(t, s.client2, nettest.Probe{To: netip.AddrPortFrom(nth(serviceCIDR4, 10), 80), N: 300}, even(s.beNames...))
 	})
@@ -534,6 +626,33 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 	if _, err := s.client1.Ask(ctx, nettest.Probe{To: clusterIP(web), Timeout: 500 * time.Millisecond}); err == nil {
 		t.Error("the service still answers after cleanup")
 	}
+}
+
+// askOnce sends one datagram on conn and reads the echo reply.
+func askOnce(conn net.Conn, timeout time.Duration) (nettest.Reply, error) {
+	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return nettest.Reply{}, err
+	}
+	if _, err := conn.Write([]byte("?")); err != nil {
+		return nettest.Reply{}, err
+	}
+	buf := make([]byte, 512)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return nettest.Reply{}, err
+	}
+	return nettest.ParseReply(string(buf[:n]))
+}
+
+// askOn is askOnce that fails the test without an answer within 2 s, and
+// returns the backend's name.
+func askOn(t *testing.T, conn net.Conn) string {
+	t.Helper()
+	r, err := askOnce(conn, 2*time.Second)
+	if err != nil {
+		t.Fatalf("no answer on the reused socket: %v", err)
+	}
+	return r.Backend
 }
 
 func isTimeout(err error) bool {
