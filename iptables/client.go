@@ -76,7 +76,9 @@ type Config struct {
 // Client programs iptables for one family through the iptables binaries:
 // one iptables-restore --noflush --wait per Apply, iptables-save for
 // reading, go-iptables for single-rule operations. It is safe for
-// concurrent use; Apply calls are serialized.
+// concurrent use: Apply calls are serialized (they share a render buffer),
+// and every restore, from Apply, Restore or RestoreText, waits for the
+// xtables lock (--wait), so the kernel sees one at a time.
 //
 // Every command runs on the calling goroutine's thread. To program another
 // network namespace, call the Client (and create it) from a goroutine
