@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/lbkit/lbkit/lb"
 )
@@ -93,6 +95,7 @@ func Compile(cfg Config, services []ServiceEndpoints) (*Plan, error) {
 	}
 	res := lb.Resolver{Node: cfg.Node, Validation: cfg.Validation}
 	plan := &Plan{Config: cfg}
+	resolved := resolveAll(&res, services)
 	seen := map[lb.ServiceName]bool{}
 	claims := map[claimKey]string{}
 	for i := range services {
@@ -103,7 +106,7 @@ func Compile(cfg Config, services []ServiceEndpoints) (*Plan, error) {
 			continue
 		}
 		seen[name] = true
-		ports, err := res.Resolve(svc, services[i].Endpoints)
+		ports, err := resolved[i].ports, resolved[i].err
 		if err != nil {
 			problems = append(problems, err)
 			continue
@@ -144,6 +147,41 @@ func Compile(cfg Config, services []ServiceEndpoints) (*Plan, error) {
 	}
 	plan.Ports = sorted
 	return plan, nil
+}
+
+type resolution struct {
+	ports []lb.ResolvedPort
+	err   error
+}
+
+// resolveAll resolves every service, on all CPUs when there are enough
+// services to be worth it: resolving is independent per service and is
+// most of a cold compile. The result is in input order, so the plan does
+// not depend on scheduling.
+func resolveAll(res *lb.Resolver, services []ServiceEndpoints) []resolution {
+	out := make([]resolution, len(services))
+	workers := min(runtime.GOMAXPROCS(0), len(services)/256)
+	if workers < 2 {
+		for i := range services {
+			out[i].ports, out[i].err = res.Resolve(&services[i].Service, services[i].Endpoints)
+		}
+		return out
+	}
+	var wg sync.WaitGroup
+	chunk := (len(services) + workers - 1) / workers
+	for lo := 0; lo < len(services); lo += chunk {
+		hi := min(lo+chunk, len(services))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := *res // a Resolver is a value; each goroutine uses its own copy
+			for i := lo; i < hi; i++ {
+				out[i].ports, out[i].err = r.Resolve(&services[i].Service, services[i].Endpoints)
+			}
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 func familyOrder(f lb.IPFamily) int {
