@@ -262,6 +262,7 @@ func (r *renderer) render(ports []Port, old *iptState, full bool, saves map[ipta
 	if err := r.buf.StartTable(iptables.TableNAT); err != nil {
 		return nil, err
 	}
+	natBody := r.buf.Len()
 	if full {
 		if err := r.buf.DeclareChain(s.names.markMasq); err != nil {
 			return nil, err
@@ -325,12 +326,13 @@ func (r *renderer) render(ports []Port, old *iptState, full bool, saves map[ipta
 	}
 	for ti, globals := range [][]iptables.Chain{natGlobal, fltGlobal} {
 		e := &edits[ti]
-		tableStart := natStart
+		tableStart, bodyStart := natStart, natBody
 		if ti == 1 {
 			tableStart = r.buf.Len()
 			if err := r.buf.StartTable(iptables.TableFilter); err != nil {
 				return nil, err
 			}
+			bodyStart = r.buf.Len()
 		}
 		var changed []iptables.Chain
 		for _, c := range globals {
@@ -378,13 +380,13 @@ func (r *renderer) render(ports []Port, old *iptState, full bool, saves map[ipta
 			}
 		}
 		r.stats.ChainsDeleted += len(e.delete)
+		// A table with nothing to do is left out of the restore.
+		if r.buf.Len() == bodyStart {
+			r.buf.Truncate(tableStart)
+			continue
+		}
 		if err := r.buf.Commit(); err != nil {
 			return nil, err
-		}
-		// A table with nothing to do is left out of the restore.
-		nothing := len(changed) == 0 && len(e.delete) == 0 && len(e.insert) == 0
-		if nothing && (ti == 1 || r.stats.Changed == 0 && !full) {
-			r.buf.Truncate(tableStart)
 		}
 	}
 	st.valid = true

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -202,7 +203,8 @@ func ownLines(save []byte) string {
 }
 
 // TestPartialSyncEqualsFullSync drives a syncer through random changes to
-// a set of services. After every partial sync, the Fake must hold exactly
+// a set of services: endpoints, weights, readiness, frontends and ipMode,
+// both traffic policies, affinity, source ranges, removal and re-adding. After every partial sync, the Fake must hold exactly
 // what a fresh full sync of the same services produces, while the restore
 // wrote only the chains of the ports that changed.
 func TestPartialSyncEqualsFullSync(t *testing.T) {
@@ -219,14 +221,28 @@ func TestPartialSyncEqualsFullSync(t *testing.T) {
 		t.Fatalf("first sync: %+v, %v", st, err)
 	}
 	bulk := len(goldenServices())
-	for step := range 60 {
+	removed := map[int]ServiceEndpoints{}
+	for step := range 120 {
 		i := bulk + rng.IntN(20)
 		svc := &services[i]
 		var what string
-		switch rng.IntN(4) {
+		// Frontend, policy and affinity changes are only valid on
+		// LoadBalancer services with a node port; turn one into that.
+		lbify := func() {
+			if svc.Service.Type != lb.ServiceTypeLoadBalancer {
+				svc.Service.Type = lb.ServiceTypeLoadBalancer
+				svc.Service.Ports[0].NodePort = uint16(30100 + i)
+				svc.Service.LoadBalancerIngress = []lb.LoadBalancerIngress{{IP: netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + i)})}}
+			}
+		}
+		action := rng.IntN(10)
+		if _, gone := removed[i]; gone {
+			action = 9 // a removed service can only come back
+		}
+		switch action {
 		case 0:
 			what = "add an endpoint"
-			svc.Endpoints = append(svc.Endpoints, lb.Endpoint{Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(200 + step%50)}), Ready: true})
+			svc.Endpoints = append(svc.Endpoints, lb.Endpoint{Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(200 + step%50)}), Ready: true, NodeName: "node-a"})
 		case 1:
 			what = "remove an endpoint"
 			if len(svc.Endpoints) > 0 {
@@ -242,20 +258,77 @@ func TestPartialSyncEqualsFullSync(t *testing.T) {
 			if len(svc.Endpoints) > 0 {
 				svc.Endpoints[0].Ready = !svc.Endpoints[0].Ready
 			}
+		case 4:
+			what = "make it a LoadBalancer / toggle its ipMode"
+			if svc.Service.Type == lb.ServiceTypeLoadBalancer {
+				ing := &svc.Service.LoadBalancerIngress[0]
+				if ing.IPMode == lb.IPModeProxy {
+					ing.IPMode = lb.IPModeVIP
+				} else {
+					ing.IPMode = lb.IPModeProxy
+				}
+			}
+			lbify()
+		case 5:
+			what = "toggle the external traffic policy"
+			lbify()
+			if svc.Service.ExternalTrafficPolicy == lb.TrafficPolicyLocal {
+				svc.Service.ExternalTrafficPolicy = lb.TrafficPolicyCluster
+			} else {
+				svc.Service.ExternalTrafficPolicy = lb.TrafficPolicyLocal
+			}
+		case 6:
+			what = "toggle the internal traffic policy"
+			if svc.Service.InternalTrafficPolicy == lb.TrafficPolicyLocal {
+				svc.Service.InternalTrafficPolicy = lb.TrafficPolicyCluster
+			} else {
+				svc.Service.InternalTrafficPolicy = lb.TrafficPolicyLocal
+			}
+		case 7:
+			what = "toggle ClientIP affinity"
+			if svc.Service.SessionAffinity.Enabled() {
+				svc.Service.SessionAffinity = lb.SessionAffinity{}
+			} else {
+				svc.Service.SessionAffinity = lb.SessionAffinity{Type: lb.AffinityClientIP, TimeoutSeconds: int32(60 + step)}
+			}
+		case 8:
+			what = "toggle source ranges"
+			lbify()
+			if len(svc.Service.LoadBalancerSourceRanges) > 0 {
+				svc.Service.LoadBalancerSourceRanges = nil
+			} else {
+				svc.Service.LoadBalancerSourceRanges = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/25")}
+			}
+		case 9:
+			if old, ok := removed[i]; ok {
+				what = "re-add the service"
+				*svc = old
+				delete(removed, i)
+			} else {
+				what = "remove the service"
+				svc.Service.Ports = slices.Clone(svc.Service.Ports)
+				removed[i] = *svc
+			}
+		}
+		current := make([]ServiceEndpoints, 0, len(services))
+		for j := range services {
+			if _, gone := removed[j]; !gone {
+				current = append(current, services[j])
+			}
 		}
 		before := v4.Restores()
-		st, err := s.Sync(ctx, services)
+		st, err := s.Sync(ctx, current)
 		if err != nil {
 			t.Fatalf("step %d (%s): %v", step, what, err)
 		}
 		if st[0].Full || st[0].Changed > 1 {
 			t.Fatalf("step %d (%s): %+v, want a partial sync of at most one port", step, what, st[0])
 		}
-		if st[0].Changed == 0 && v4.Restores() != before {
-			t.Errorf("step %d (%s): nothing changed, yet a restore ran", step, what)
+		if st[0].ChainsWritten == 0 && st[0].ChainsDeleted == 0 && v4.Restores() != before {
+			t.Errorf("step %d (%s): nothing to write, yet a restore ran", step, what)
 		}
 		ref, refV4, _ := newFakeSyncer(t, cfg, IPTablesOptions{})
-		if _, err := ref.Sync(ctx, services); err != nil {
+		if _, err := ref.Sync(ctx, current); err != nil {
 			t.Fatal(err)
 		}
 		if got, want := v4.Dump(), refV4.Dump(); !bytes.Equal(got, want) {
