@@ -216,7 +216,12 @@ func FuzzValidateService(f *testing.F) {
 		if len(ports) != len(s.Ports)*len(s.ClusterIPs) {
 			t.Fatalf("%d resolved ports for %d ports × %d families", len(ports), len(s.Ports), len(s.ClusterIPs))
 		}
-		for _, p := range ports {
+		for i, p := range ports {
+			sp := s.Ports[i/len(s.ClusterIPs)]
+			if p.ExternallyAccessible != s.PortExternallyAccessible(sp, p.Family) || p.ExternalPolicy != s.ExternalPolicy(sp, p.Family) {
+				t.Fatalf("%s/%s: resolved accessible=%v policy=%s, the Service says %v %s", p.Name, p.Family,
+					p.ExternallyAccessible, p.ExternalPolicy, s.PortExternallyAccessible(sp, p.Family), s.ExternalPolicy(sp, p.Family))
+			}
 			for _, fe := range p.Frontends {
 				if fe.Kind != FrontendNodePort && !p.Family.Matches(fe.Addr) {
 					t.Fatalf("%s frontend %s in family %s", fe.Kind, fe.Addr, p.Family)

@@ -163,9 +163,15 @@ type ResolvedPort struct {
 	Affinity SessionAffinity
 	// InternalPolicy and ExternalPolicy are the effective policies
 	// (ExternalPolicy is Cluster when the port is not externally
-	// accessible).
-	InternalPolicy       TrafficPolicy
-	ExternalPolicy       TrafficPolicy
+	// accessible in this family).
+	InternalPolicy TrafficPolicy
+	ExternalPolicy TrafficPolicy
+	// ExternallyAccessible reports whether the port takes external traffic
+	// in this family: one of its Frontends is a node port, an external IP
+	// or a VIP-mode load-balancer IP (see Service.PortExternallyAccessible).
+	// A dual-stack service whose only external IP is IPv4 is externally
+	// accessible on IPv4 and not on IPv6, where it then has no External
+	// targets, ExternalVerdict None and no masquerading.
 	ExternallyAccessible bool
 	HealthCheckNodePort  uint16
 
@@ -185,8 +191,8 @@ func (r *ResolvedPort) FrontendsOf(k FrontendKind) []Frontend {
 
 // MasqueradeExternal reports whether external traffic must be source-NATed
 // (masqueraded) so that replies return through this node: true when the
-// port is externally accessible with external policy Cluster. With Local
-// the client address is preserved.
+// port is externally accessible in this family with external policy
+// Cluster. With Local the client address is preserved.
 func (r *ResolvedPort) MasqueradeExternal() bool {
 	return r.ExternallyAccessible && r.ExternalPolicy == TrafficPolicyCluster
 }
@@ -245,17 +251,16 @@ func (r *Resolver) Resolve(svc *Service, endpoints []Endpoint) ([]ResolvedPort, 
 func (r *Resolver) resolvePort(svc *Service, p ServicePort, clusterIP netip.Addr, endpoints []Endpoint) ResolvedPort {
 	fam := FamilyOf(clusterIP)
 	rp := ResolvedPort{
-		Name:                 svc.PortName(p),
-		Family:               fam,
-		Port:                 p.Port,
-		NodePort:             p.NodePort,
-		TargetPort:           p.TargetPort,
-		RestrictSources:      len(svc.LoadBalancerSourceRanges) > 0,
-		SourceRanges:         FilterPrefixes(svc.LoadBalancerSourceRanges, fam),
-		InternalPolicy:       svc.InternalPolicy(),
-		ExternalPolicy:       svc.ExternalPolicy(p),
-		ExternallyAccessible: svc.PortExternallyAccessible(p),
-		HealthCheckNodePort:  svc.HealthCheckNodePort,
+		Name:                svc.PortName(p),
+		Family:              fam,
+		Port:                p.Port,
+		NodePort:            p.NodePort,
+		TargetPort:          p.TargetPort,
+		RestrictSources:     len(svc.LoadBalancerSourceRanges) > 0,
+		SourceRanges:        FilterPrefixes(svc.LoadBalancerSourceRanges, fam),
+		InternalPolicy:      svc.InternalPolicy(),
+		ExternalPolicy:      TrafficPolicyCluster,
+		HealthCheckNodePort: svc.HealthCheckNodePort,
 	}
 	if svc.SessionAffinity.Enabled() {
 		rp.Affinity = SessionAffinity{Type: AffinityClientIP, TimeoutSeconds: svc.SessionAffinity.Timeout()}
@@ -273,6 +278,14 @@ func (r *Resolver) resolvePort(svc *Service, p ServicePort, clusterIP netip.Addr
 		if fam.Matches(ing.IP) {
 			rp.Frontends = append(rp.Frontends, Frontend{Kind: FrontendLoadBalancer, Addr: ing.IP, Port: p.Port, IPMode: ing.EffectiveIPMode()})
 		}
+	}
+	// Externally accessible in this family: some frontend of this family
+	// takes external traffic and is intercepted (a node port, an external
+	// IP, a VIP-mode load-balancer IP). Service.PortExternallyAccessible
+	// states the same rule from the Service.
+	rp.ExternallyAccessible = slices.ContainsFunc(rp.Frontends, func(f Frontend) bool { return f.External() && f.Intercept() })
+	if rp.ExternallyAccessible && svc.ExternalTrafficPolicy == TrafficPolicyLocal {
+		rp.ExternalPolicy = TrafficPolicyLocal
 	}
 	rp.Endpoints = r.selectEndpoints(svc, &rp, p, fam, endpoints)
 	return rp

@@ -474,3 +474,109 @@ func TestResolvePendingLoadBalancerLocal(t *testing.T) {
 		})
 	}
 }
+
+// TestResolveExternalAccessPerFamily: whether a port takes external traffic,
+// its effective external policy and masquerading are decided per family,
+// from that family's frontends, as kube-proxy filters external and VIP
+// ingress IPs by family first. A dual-stack service with only an IPv4
+// external IP takes no external traffic on IPv6.
+func TestResolveExternalAccessPerFamily(t *testing.T) {
+	eps := []Endpoint{
+		ep("192.0.2.1", "a", "", "ready"), ep("192.0.2.2", "b", "", "ready"),
+		{Addr: a4("2001:db8::1"), NodeName: "a", Ready: true}, {Addr: a4("2001:db8::2"), NodeName: "b", Ready: true},
+	}
+	dual := func(edit ...func(*Service)) *Service {
+		return svc4(append([]func(*Service){func(s *Service) {
+			s.ClusterIPs = append(s.ClusterIPs, a4("2001:db8::10"))
+		}}, edit...)...)
+	}
+	type want struct {
+		accessible, masquerade bool
+		policy                 TrafficPolicy
+		ev                     Verdict
+		external, reachable    []string
+	}
+	for _, tc := range []struct {
+		name   string
+		svc    *Service
+		v4, v6 want
+	}{
+		{
+			name: "IPv4 external IP only, policies Cluster",
+			svc:  dual(func(s *Service) { s.ExternalIPs = []netip.Addr{a4("203.0.113.5")} }),
+			v4: want{true, true, TrafficPolicyCluster, VerdictForward,
+				[]string{"192.0.2.1:8080", "192.0.2.2:8080"}, []string{"192.0.2.1:8080", "192.0.2.2:8080"}},
+			v6: want{false, false, TrafficPolicyCluster, VerdictNone,
+				nil, []string{"[2001:db8::1]:8080", "[2001:db8::2]:8080"}},
+		},
+		{
+			name: "IPv4 external IP only, both policies Local",
+			svc: dual(func(s *Service) {
+				s.ExternalIPs = []netip.Addr{a4("203.0.113.5")}
+				s.ExternalTrafficPolicy, s.InternalTrafficPolicy = TrafficPolicyLocal, TrafficPolicyLocal
+			}),
+			// IPv4 keeps Cluster for short-circuited external traffic.
+			v4: want{true, false, TrafficPolicyLocal, VerdictForward,
+				[]string{"192.0.2.1:8080"}, []string{"192.0.2.1:8080", "192.0.2.2:8080"}},
+			// IPv6 uses the Local internal policy only.
+			v6: want{false, false, TrafficPolicyCluster, VerdictNone,
+				nil, []string{"[2001:db8::1]:8080"}},
+		},
+		{
+			name: "IPv4 VIP-mode and IPv6 Proxy-mode load-balancer IPs, no node port",
+			svc: dual(func(s *Service) {
+				s.Type, s.ExternalTrafficPolicy = ServiceTypeLoadBalancer, TrafficPolicyLocal
+				s.LoadBalancerIngress = []LoadBalancerIngress{{IP: a4("203.0.113.5")}, {IP: a4("2001:db8:1::5"), IPMode: IPModeProxy}}
+			}),
+			v4: want{true, false, TrafficPolicyLocal, VerdictForward,
+				[]string{"192.0.2.1:8080"}, []string{"192.0.2.1:8080", "192.0.2.2:8080"}},
+			v6: want{false, false, TrafficPolicyCluster, VerdictNone,
+				nil, []string{"[2001:db8::1]:8080", "[2001:db8::2]:8080"}},
+		},
+		{
+			name: "a node port makes both families external",
+			svc: dual(nodePortSvc, func(s *Service) {
+				s.ExternalIPs = []netip.Addr{a4("203.0.113.5")}
+			}),
+			v4: want{true, true, TrafficPolicyCluster, VerdictForward,
+				[]string{"192.0.2.1:8080", "192.0.2.2:8080"}, []string{"192.0.2.1:8080", "192.0.2.2:8080"}},
+			v6: want{true, true, TrafficPolicyCluster, VerdictForward,
+				[]string{"[2001:db8::1]:8080", "[2001:db8::2]:8080"}, []string{"[2001:db8::1]:8080", "[2001:db8::2]:8080"}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rps, err := Resolve(tc.svc, eps, Node{Name: "a"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rps) != 2 || rps[0].Family != IPv4 || rps[1].Family != IPv6 {
+				t.Fatalf("resolved %d ports", len(rps))
+			}
+			for i, w := range []want{tc.v4, tc.v6} {
+				rp := rps[i]
+				if rp.ExternallyAccessible != w.accessible || rp.MasqueradeExternal() != w.masquerade ||
+					rp.ExternalPolicy != w.policy || rp.Endpoints.ExternalVerdict != w.ev {
+					t.Errorf("%s: accessible=%v masquerade=%v policy=%s verdict=%q, want %v %v %s %q", rp.Family,
+						rp.ExternallyAccessible, rp.MasqueradeExternal(), rp.ExternalPolicy, rp.Endpoints.ExternalVerdict,
+						w.accessible, w.masquerade, w.policy, w.ev)
+				}
+				if got := tc.svc.PortExternallyAccessible(tc.svc.Ports[0], rp.Family); got != rp.ExternallyAccessible {
+					t.Errorf("%s: Service.PortExternallyAccessible = %v, ResolvedPort says %v", rp.Family, got, rp.ExternallyAccessible)
+				}
+				if got := tc.svc.ExternalPolicy(tc.svc.Ports[0], rp.Family); got != rp.ExternalPolicy {
+					t.Errorf("%s: Service.ExternalPolicy = %s, ResolvedPort says %s", rp.Family, got, rp.ExternalPolicy)
+				}
+				external := w.external
+				if external == nil {
+					external = []string{}
+				}
+				if got := addrs(rp.Endpoints.External); !slices.Equal(got, external) {
+					t.Errorf("%s: External = %v, want %v", rp.Family, got, external)
+				}
+				if got := addrs(rp.Endpoints.Reachable); !slices.Equal(got, w.reachable) {
+					t.Errorf("%s: Reachable = %v, want %v", rp.Family, got, w.reachable)
+				}
+			}
+		})
+	}
+}

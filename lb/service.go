@@ -275,11 +275,11 @@ func (s *Service) ClusterIP(f IPFamily) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// ExternalPolicy returns the effective external traffic policy of port p:
-// Local only when ExternalTrafficPolicy is Local and p is externally
-// accessible, Cluster otherwise.
-func (s *Service) ExternalPolicy(p ServicePort) TrafficPolicy {
-	if s.ExternalTrafficPolicy == TrafficPolicyLocal && s.PortExternallyAccessible(p) {
+// ExternalPolicy returns the effective external traffic policy of port p in
+// family f: Local only when ExternalTrafficPolicy is Local and p is
+// externally accessible in f (PortExternallyAccessible), Cluster otherwise.
+func (s *Service) ExternalPolicy(p ServicePort, f IPFamily) TrafficPolicy {
+	if s.ExternalTrafficPolicy == TrafficPolicyLocal && s.PortExternallyAccessible(p, f) {
 		return TrafficPolicyLocal
 	}
 	return TrafficPolicyCluster
@@ -310,15 +310,27 @@ func (s *Service) ExternallyAccessible() bool {
 }
 
 // PortExternallyAccessible reports whether port p of s receives traffic from
-// outside the cluster, by kube-proxy's definition: p has a node port, or the
-// service has an external IP or a load-balancer ingress IP in VIP mode.
-// Proxy-mode ingress IPs do not count: the node never intercepts them.
-func (s *Service) PortExternallyAccessible(p ServicePort) bool {
-	if p.NodePort != 0 || len(s.ExternalIPs) > 0 {
+// outside the cluster in family f right now, by kube-proxy's per-family
+// definition: the service has a cluster IP of family f, and p has a node
+// port, or the service has an external IP or a VIP-mode load-balancer
+// ingress IP of family f. Addresses of the other family do not count
+// (kube-proxy filters them by family first), and Proxy-mode ingress IPs
+// never count: the node does not intercept them. This is
+// ResolvedPort.ExternallyAccessible.
+func (s *Service) PortExternallyAccessible(p ServicePort, f IPFamily) bool {
+	if _, ok := s.ClusterIP(f); !ok {
+		return false
+	}
+	if p.NodePort != 0 {
 		return true
 	}
+	for _, ip := range s.ExternalIPs {
+		if f.Matches(ip) {
+			return true
+		}
+	}
 	for _, ing := range s.LoadBalancerIngress {
-		if ing.EffectiveIPMode() == IPModeVIP {
+		if ing.EffectiveIPMode() == IPModeVIP && f.Matches(ing.IP) {
 			return true
 		}
 	}
