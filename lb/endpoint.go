@@ -23,6 +23,11 @@ func (p EndpointPort) EffectiveProtocol() Protocol { return p.Protocol.OrTCP() }
 // Endpoint is one backend address of a service, shaped after an
 // EndpointSlice endpoint (plus the named container ports of its pod).
 //
+// Several endpoints may share an address, as in Kubernetes: hostNetwork
+// pods share their node's address and differ by port, and an endpoint
+// moving between EndpointSlices is briefly listed by both. Resolve merges
+// endpoints that resolve to the same address and port.
+//
 // The conditions follow Kubernetes: Ready means serving and not terminating;
 // Serving means the backend answers (even while terminating); Terminating
 // means it is shutting down. A ready endpoint is always treated as serving.

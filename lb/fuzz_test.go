@@ -228,8 +228,11 @@ func FuzzValidateService(f *testing.F) {
 				}
 			}
 			sel := p.Endpoints
-			for _, list := range [][]Target{sel.Cluster, sel.Local, sel.Internal, sel.External} {
-				for _, tg := range list {
+			for _, list := range [][]Target{sel.Cluster, sel.Local, sel.Internal, sel.External, sel.Reachable} {
+				for k, tg := range list {
+					if k > 0 && list[k-1].AddrPort.Compare(tg.AddrPort) >= 0 {
+						t.Fatalf("targets not sorted or repeated: %v", list)
+					}
 					if !slices.ContainsFunc(sel.Reachable, func(x Target) bool { return x.AddrPort == tg.AddrPort }) ||
 						!p.Family.Matches(tg.AddrPort.Addr()) || tg.Weight == 0 || tg.AddrPort.Port() == 0 {
 						t.Fatalf("bad target %+v in %+v", tg, sel)

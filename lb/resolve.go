@@ -219,7 +219,12 @@ func Resolve(svc *Service, endpoints []Endpoint, node Node) ([]ResolvedPort, err
 //
 // Endpoints are matched to each port by family; named target ports are
 // resolved through Endpoint.Ports (same name and protocol), and endpoints
-// without that port are left out of that port.
+// without that port are left out of that port. Endpoints that resolve to
+// the same address and port for a service port (one endpoint listed by two
+// EndpointSlices, a reused pod IP) give one target: the first that is not
+// terminating, preferring a ready one, else the first. External IPs and
+// VIP-mode ingress IPs of a family the service has no cluster IP for are
+// ignored, as kube-proxy ignores them.
 func (r *Resolver) Resolve(svc *Service, endpoints []Endpoint) ([]ResolvedPort, error) {
 	var e errs
 	validateServiceInto(&e, svc, r.Validation)
@@ -316,7 +321,10 @@ func (r *Resolver) selectEndpoints(svc *Service, rp *ResolvedPort, p ServicePort
 			Terminating: ep.Terminating,
 		})
 	}
-	slices.SortFunc(all, func(a, b Target) int { return a.AddrPort.Compare(b.AddrPort) })
+	// Sorted by address and port, list order kept among equals, so that
+	// duplicates sit together and the first one is first.
+	slices.SortStableFunc(all, func(a, b Target) int { return a.AddrPort.Compare(b.AddrPort) })
+	all = mergeDuplicates(all)
 
 	ready := func(t Target) bool { return t.Ready }
 	servingTerminating := func(t Target) bool { return t.Serving && t.Terminating }
@@ -368,6 +376,27 @@ func (r *Resolver) selectEndpoints(svc *Service, rp *ResolvedPort, p ServicePort
 		sel.ExternalVerdict = verdict(sel.HasEndpoints, rp.ExternalPolicy, sel.Local)
 	}
 	return sel
+}
+
+// mergeDuplicates keeps one target per address and port of a sorted list,
+// in place: the first that is not terminating, else the first. Among
+// several that are not terminating (or several that are), a ready one wins
+// over one that is not. kube-proxy, too, prefers a duplicate that is not
+// terminating: when a pod IP is reused before the old pod is gone, the new
+// pod owns the address.
+func mergeDuplicates(ts []Target) []Target {
+	out := ts[:0]
+	for i := 0; i < len(ts); {
+		best, j := i, i+1
+		for ; j < len(ts) && ts[j].AddrPort == ts[i].AddrPort; j++ {
+			if b, c := &ts[best], &ts[j]; b.Terminating && !c.Terminating || b.Terminating == c.Terminating && !b.Ready && c.Ready {
+				best = j
+			}
+		}
+		out = append(out, ts[best]) // best ≥ i ≥ len(out): not yet overwritten
+		i = j
+	}
+	return out
 }
 
 // verdict is Reject without endpoints anywhere, Drop for a Local policy

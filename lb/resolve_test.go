@@ -580,3 +580,118 @@ func TestResolveExternalAccessPerFamily(t *testing.T) {
 		})
 	}
 }
+
+// TestResolveDuplicateEndpoints: an address may appear in several
+// endpoints, as Kubernetes produces it. Endpoints that resolve to the same
+// address and port for a service port become one target: one that is not
+// terminating (kube-proxy prefers it too: with a reused pod IP it is the
+// pod that owns the address now), then one that is ready, then the first.
+// Different ports on one address stay separate targets.
+func TestResolveDuplicateEndpoints(t *testing.T) {
+	named := svc4(func(s *Service) { s.Ports[0].TargetPort = PortName("web") })
+	withPort := func(e Endpoint, port uint16) Endpoint {
+		e.Ports = []EndpointPort{{Name: "web", Port: port}}
+		return e
+	}
+	for _, tc := range []struct {
+		name string
+		svc  *Service
+		eps  []Endpoint
+		// cluster lists the Cluster targets as "addr:port node".
+		cluster  []string
+		fallback bool
+	}{
+		{
+			name:    "identical endpoints in two slices are merged",
+			svc:     svc4(),
+			eps:     []Endpoint{ep("192.0.2.1", "a", "z1", "ready"), ep("192.0.2.2", "b", "z1", "ready"), ep("192.0.2.1", "a", "z1", "ready")},
+			cluster: []string{"192.0.2.1:8080 a", "192.0.2.2:8080 b"},
+		},
+		{
+			name:    "hostNetwork pods share the node address on different ports",
+			svc:     named,
+			eps:     []Endpoint{withPort(ep("192.0.2.1", "a", "", "ready"), 8080), withPort(ep("192.0.2.1", "a", "", "ready"), 8081)},
+			cluster: []string{"192.0.2.1:8080 a", "192.0.2.1:8081 a"},
+		},
+		{
+			name:    "a pod that is not terminating wins over a terminating one",
+			svc:     svc4(),
+			eps:     []Endpoint{ep("192.0.2.1", "a", "", "ready-terminating"), ep("192.0.2.1", "b", "", "ready")},
+			cluster: []string{"192.0.2.1:8080 b"},
+		},
+		{
+			name: "even when it is not ready yet (a reused pod IP)",
+			svc:  svc4(),
+			eps:  []Endpoint{ep("192.0.2.1", "a", "", "terminating"), ep("192.0.2.1", "b", "", "notready"), ep("192.0.2.2", "b", "", "ready")},
+			// The terminating pod would have been the fallback, but the
+			// address belongs to the new pod, which is not ready.
+			cluster: []string{"192.0.2.2:8080 b"},
+		},
+		{
+			name:    "a ready duplicate wins over one that is not",
+			svc:     svc4(),
+			eps:     []Endpoint{ep("192.0.2.1", "b", "", "notready"), ep("192.0.2.1", "a", "", "ready")},
+			cluster: []string{"192.0.2.1:8080 a"},
+		},
+		{
+			name:    "of two equal duplicates the first stays",
+			svc:     svc4(),
+			eps:     []Endpoint{ep("192.0.2.1", "b", "z2", "ready"), ep("192.0.2.1", "a", "z1", "ready")},
+			cluster: []string{"192.0.2.1:8080 b"},
+		},
+		{
+			name:     "of two terminating duplicates the first stays",
+			svc:      svc4(),
+			eps:      []Endpoint{ep("192.0.2.1", "a", "", "terminating"), ep("192.0.2.1", "b", "", "terminating")},
+			cluster:  []string{"192.0.2.1:8080 a"},
+			fallback: true,
+		},
+		{
+			name: "duplicates only where the resolved ports meet",
+			svc:  named,
+			eps: []Endpoint{
+				withPort(ep("192.0.2.1", "b", "", "terminating"), 8080),
+				withPort(ep("192.0.2.1", "a", "", "ready"), 8081),
+				withPort(ep("192.0.2.1", "a", "", "ready"), 8080),
+			},
+			cluster: []string{"192.0.2.1:8080 a", "192.0.2.1:8081 a"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := ValidateEndpoints(tc.eps); err != nil {
+				t.Fatalf("Kubernetes produces these endpoints: %v", err)
+			}
+			rp := resolveOne(t, tc.svc, tc.eps, Node{Name: "a"})
+			got := []string{}
+			for _, tg := range rp.Endpoints.Cluster {
+				got = append(got, tg.String()+" "+tg.NodeName)
+			}
+			if !slices.Equal(got, tc.cluster) || rp.Endpoints.ClusterFallback != tc.fallback {
+				t.Errorf("Cluster = %v fallback=%v, want %v %v", got, rp.Endpoints.ClusterFallback, tc.cluster, tc.fallback)
+			}
+			if !slices.Equal(rp.Endpoints.Reachable, rp.Endpoints.Cluster) {
+				t.Errorf("Reachable %v differs from Cluster", addrs(rp.Endpoints.Reachable))
+			}
+		})
+	}
+}
+
+// TestResolveIgnoresAddressesOfAMissingFamily: an external IP or a VIP-mode
+// ingress IP of a family the service has no cluster IP for is accepted, as
+// Kubernetes accepts it, and left out of the resolution, as kube-proxy
+// leaves it out.
+func TestResolveIgnoresAddressesOfAMissingFamily(t *testing.T) {
+	s := svc4(func(s *Service) {
+		s.Type = ServiceTypeLoadBalancer
+		s.ExternalIPs = []netip.Addr{a4("2001:db8::5")}
+		s.LoadBalancerIngress = []LoadBalancerIngress{{IP: a4("2001:db8:1::5")}}
+	})
+	rp := resolveOne(t, s, []Endpoint{ep("192.0.2.1", "a", "", "ready")}, Node{Name: "a"})
+	want := []Frontend{{Kind: FrontendClusterIP, Addr: a4("198.51.100.1"), Port: 80}}
+	if !slices.Equal(rp.Frontends, want) {
+		t.Errorf("frontends %+v, want only the cluster IP", rp.Frontends)
+	}
+	if rp.ExternallyAccessible || rp.Endpoints.ExternalVerdict != VerdictNone || rp.Endpoints.External != nil {
+		t.Errorf("IPv4 port externally accessible through IPv6 addresses: %+v", rp)
+	}
+}

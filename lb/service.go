@@ -203,12 +203,15 @@ type Service struct {
 	// service's families are the families of its cluster IPs.
 	ClusterIPs []netip.Addr
 	// ExternalIPs are extra addresses the node intercepts for the service.
-	// Each must be of one of the service's families.
+	// An address of a family the service has no cluster IP for is accepted,
+	// as Kubernetes accepts it, and ignored: kube-proxy and Resolve program
+	// each family's addresses only for that family's cluster IP.
 	ExternalIPs []netip.Addr
 	// LoadBalancerIngress is the load balancer's status; only for type
-	// LoadBalancer. A VIP-mode IP must be of one of the service's families;
-	// a Proxy-mode IP may be of any family (the load balancer may translate),
-	// since the node never intercepts it.
+	// LoadBalancer. A VIP-mode IP of a family the service has no cluster IP
+	// for is ignored, as kube-proxy ignores it; a Proxy-mode IP is never
+	// intercepted, so its family does not matter (the load balancer may
+	// translate).
 	LoadBalancerIngress []LoadBalancerIngress
 	// LoadBalancerSourceRanges restricts which clients may reach the
 	// load-balancer IPs; only for type LoadBalancer. Both families may be

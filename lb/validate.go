@@ -140,8 +140,10 @@ func (s *Service) Validate() error { return ValidateService(s, ValidateOptions{}
 
 // ValidateService checks every field of s and returns a *ValidationError
 // listing every problem, or nil. Among the rules: DNS names, at most one
-// cluster IP per family, external and VIP-mode load-balancer IPs of the
-// service's families, canonical source-range CIDRs on LoadBalancer services
+// cluster IP per family, unicast external and load-balancer IPs without
+// repeats (of any family: an address of a family the service has no cluster
+// IP for is accepted, as Kubernetes accepts it, and Resolve ignores it, as
+// kube-proxy does), canonical source-range CIDRs on LoadBalancer services
 // only, ingress IPs (and so ipModes) on LoadBalancer services only, port
 // names unique and required with several ports, ports 1-65535, unique
 // port/protocol pairs, node ports in range and unique, affinity timeout
@@ -164,8 +166,8 @@ func validateServiceInto(e *errs, s *Service, opts ValidateOptions) {
 	default:
 		e.add("spec.type", ErrorTypeNotSupported, "%q is not one of ClusterIP, NodePort, LoadBalancer", s.Type)
 	}
-	families := validateClusterIPs(e, s, typ)
-	validateExternal(e, s, typ, families)
+	validateClusterIPs(e, s, typ)
+	validateExternal(e, s, typ)
 	validatePorts(e, s, typ, opts.nodePorts())
 	validatePolicies(e, s, typ, opts.nodePorts())
 }
@@ -189,9 +191,8 @@ func validateMeta(e *errs, s *Service) {
 	}
 }
 
-// validateClusterIPs returns the set of the service's families.
-func validateClusterIPs(e *errs, s *Service, typ ServiceType) map[IPFamily]bool {
-	families := map[IPFamily]bool{}
+func validateClusterIPs(e *errs, s *Service, typ ServiceType) {
+	var families [2]bool // IPv4, IPv6
 	if len(s.ClusterIPs) > 2 {
 		e.add("spec.clusterIPs", ErrorTypeInvalid, "%d addresses; at most one per family (2)", len(s.ClusterIPs))
 	}
@@ -200,19 +201,24 @@ func validateClusterIPs(e *errs, s *Service, typ ServiceType) map[IPFamily]bool 
 		if !checkServiceAddr(e, f, ip) {
 			continue
 		}
-		fam := FamilyOf(ip)
-		if families[fam] {
-			e.add(f, ErrorTypeInvalid, "%s is a second %s cluster IP; mixed families are required (at most one per family)", ip, fam)
+		fi := 0
+		if ip.Is6() {
+			fi = 1
 		}
-		families[fam] = true
+		if families[fi] {
+			e.add(f, ErrorTypeInvalid, "%s is a second %s cluster IP; mixed families are required (at most one per family)", ip, FamilyOf(ip))
+		}
+		families[fi] = true
 	}
 	if len(s.ClusterIPs) == 0 && (typ == ServiceTypeNodePort || typ == ServiceTypeLoadBalancer) {
 		e.add("spec.clusterIPs", ErrorTypeRequired, "a %s service needs a cluster IP (only ClusterIP services may be headless)", typ)
 	}
-	return families
 }
 
-func validateExternal(e *errs, s *Service, typ ServiceType, families map[IPFamily]bool) {
+// validateExternal checks external IPs, ingress IPs and source ranges. An
+// address of a family the service has no cluster IP for is not a problem:
+// Kubernetes accepts it and kube-proxy (like Resolve) ignores it.
+func validateExternal(e *errs, s *Service, typ ServiceType) {
 	seen := map[netip.Addr]int{}
 	for i, ip := range s.ExternalIPs {
 		f := idx("spec.externalIPs", i)
@@ -225,8 +231,6 @@ func validateExternal(e *errs, s *Service, typ ServiceType, families map[IPFamil
 		seen[ip] = i
 		if len(s.ClusterIPs) == 0 {
 			e.add(f, ErrorTypeForbidden, "a headless service (no cluster IP) cannot have external IPs")
-		} else if !families[FamilyOf(ip)] {
-			e.add(f, ErrorTypeInvalid, "%s is %s but the service has no %s cluster IP", ip, FamilyOf(ip), FamilyOf(ip))
 		}
 	}
 	seenIng := map[netip.Addr]int{}
@@ -251,9 +255,6 @@ func validateExternal(e *errs, s *Service, typ ServiceType, families map[IPFamil
 			e.add(f+".ip", ErrorTypeDuplicate, "%s repeats status.loadBalancer.ingress[%d]", ing.IP, j)
 		}
 		seenIng[ing.IP] = i
-		if mode == IPModeVIP && !families[FamilyOf(ing.IP)] {
-			e.add(f+".ip", ErrorTypeInvalid, "VIP-mode %s is %s but the service has no %s cluster IP", ing.IP, FamilyOf(ing.IP), FamilyOf(ing.IP))
-		}
 	}
 	for i, p := range s.LoadBalancerSourceRanges {
 		f := idx("spec.loadBalancerSourceRanges", i)
@@ -425,11 +426,17 @@ func validatePolicies(e *errs, s *Service, typ ServiceType, nodePorts PortRange)
 
 // ValidateEndpoints checks a service's endpoints and returns a
 // *ValidationError listing every problem, or nil: a unicast address
-// (loopback is allowed, for user-space proxies), no address twice, named
-// ports with IANA names, unique per protocol and in 1-65535, weights up to
-// MaxWeight, DNS node names. Ready together with Terminating is accepted:
-// the EndpointSlice controller writes exactly that for a terminating pod of
-// a service that publishes not-ready addresses.
+// (loopback is allowed, for user-space proxies), ports with a valid name,
+// unique per name and protocol and in 1-65535, weights up to MaxWeight, DNS
+// node names, label-value zones.
+//
+// What Kubernetes produces is valid. Ready together with Terminating is
+// accepted: the EndpointSlice controller writes exactly that for a
+// terminating pod of a service that publishes not-ready addresses. An
+// address may appear in several endpoints: the same endpoint listed by two
+// EndpointSlices, or hostNetwork pods sharing their node's address with
+// different ports. Resolve merges the endpoints that resolve to the same
+// address and port (see Resolver.Resolve).
 func ValidateEndpoints(endpoints []Endpoint) error {
 	var e errs
 	validateEndpoints(&e, endpoints)
@@ -438,37 +445,13 @@ func ValidateEndpoints(endpoints []Endpoint) error {
 
 // validateEndpoints runs on every sync for every endpoint of every
 // service, so it allocates nothing when all is well: field paths are built
-// only for a problem, and duplicates are found by scanning the (typically
-// short) lists rather than with maps.
+// only for a problem.
 func validateEndpoints(e *errs, endpoints []Endpoint) {
-	var seen map[netip.Addr]int // only for long lists
-	if len(endpoints) > 32 {
-		seen = make(map[netip.Addr]int, len(endpoints))
-	}
 	for i := range endpoints {
 		ep := &endpoints[i]
 		f := func(sub string) string { return idx("endpoints", i) + sub }
 		if t, detail, ok := addrProblem(ep.Addr); !ok {
 			e.addf(f(".addr"), t, detail)
-		} else {
-			dup := -1
-			if seen != nil {
-				if j, ok := seen[ep.Addr]; ok {
-					dup = j
-				} else {
-					seen[ep.Addr] = i
-				}
-			} else {
-				for j := range i {
-					if endpoints[j].Addr == ep.Addr {
-						dup = j
-						break
-					}
-				}
-			}
-			if dup >= 0 {
-				e.add(f(".addr"), ErrorTypeDuplicate, "%s repeats endpoints[%d]", ep.Addr, dup)
-			}
 		}
 		if ep.Weight > MaxWeight {
 			e.add(f(".weight"), ErrorTypeInvalid, "%d is above %d", ep.Weight, MaxWeight)

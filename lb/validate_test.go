@@ -62,6 +62,13 @@ func TestValidateServiceValid(t *testing.T) {
 		"Local LoadBalancer with only a Proxy-mode IP": {Namespace: "ns", Name: "l", Type: ServiceTypeLoadBalancer,
 			ClusterIPs: []netip.Addr{a4("198.51.100.1")}, Ports: []ServicePort{{Port: 80}},
 			LoadBalancerIngress: []LoadBalancerIngress{{IP: a4("203.0.113.9"), IPMode: IPModeProxy}}, ExternalTrafficPolicy: TrafficPolicyLocal},
+		// Kubernetes accepts addresses of a family the service has no
+		// cluster IP for, and kube-proxy ignores them; so does Resolve.
+		"external IP of a missing family": {Namespace: "ns", Name: "x", ClusterIPs: []netip.Addr{a4("198.51.100.1")},
+			ExternalIPs: []netip.Addr{a4("2001:db8::5"), a4("203.0.113.5")}, Ports: []ServicePort{{Port: 80}}},
+		"VIP-mode ingress IP of a missing family": {Namespace: "ns", Name: "x", Type: ServiceTypeLoadBalancer,
+			ClusterIPs: []netip.Addr{a4("2001:db8::1")}, Ports: []ServicePort{{Port: 80}},
+			LoadBalancerIngress: []LoadBalancerIngress{{IP: a4("203.0.113.5")}, {IP: a4("2001:db8:1::5")}}},
 		"Local ClusterIP with an external IP": {Namespace: "ns", Name: "l", ClusterIPs: []netip.Addr{a4("198.51.100.1")},
 			ExternalIPs: []netip.Addr{a4("203.0.113.9")}, Ports: []ServicePort{{Port: 80}}, ExternalTrafficPolicy: TrafficPolicyLocal},
 	} {
@@ -92,13 +99,11 @@ func TestValidateServiceRejects(t *testing.T) {
 		{"loopback external IP", func(s *Service) { s.ExternalIPs[0] = a4("127.0.0.1") }, "spec.externalIPs[0]", ErrorTypeInvalid},
 		{"multicast external IP", func(s *Service) { s.ExternalIPs[0] = a4("224.0.0.1") }, "spec.externalIPs[0]", ErrorTypeInvalid},
 		{"duplicate external IP", func(s *Service) { s.ExternalIPs = append(s.ExternalIPs, s.ExternalIPs[0]) }, "spec.externalIPs[1]", ErrorTypeDuplicate},
-		{"external IP of a missing family", func(s *Service) { s.ClusterIPs = s.ClusterIPs[1:] }, "spec.externalIPs[0]", ErrorTypeInvalid},
 		{"headless nodeport", func(s *Service) { s.Type = ServiceTypeNodePort; s.ClusterIPs = nil }, "spec.clusterIPs", ErrorTypeRequired},
 		{"headless external IP", func(s *Service) { s.Type = ""; s.ClusterIPs = nil; s.LoadBalancerIngress = nil }, "spec.externalIPs[0]", ErrorTypeForbidden},
 		{"ipMode on a ClusterIP service", func(s *Service) { s.Type = ServiceTypeClusterIP }, "status.loadBalancer.ingress[1].ipMode", ErrorTypeForbidden},
 		{"ingress on a NodePort service", func(s *Service) { s.Type = ServiceTypeNodePort }, "status.loadBalancer.ingress[0]", ErrorTypeForbidden},
 		{"bad ipMode", func(s *Service) { s.LoadBalancerIngress[0].IPMode = "vip" }, "status.loadBalancer.ingress[0].ipMode", ErrorTypeNotSupported},
-		{"VIP of a missing family", func(s *Service) { s.ClusterIPs = s.ClusterIPs[:1]; s.LoadBalancerSourceRanges = nil }, "status.loadBalancer.ingress[1].ip", ErrorTypeInvalid},
 		{"duplicate ingress", func(s *Service) { s.LoadBalancerIngress[2].IP = s.LoadBalancerIngress[0].IP }, "status.loadBalancer.ingress[2].ip", ErrorTypeDuplicate},
 		{"host bits in range", func(s *Service) { s.LoadBalancerSourceRanges[0] = p4("192.0.2.1/24") }, "spec.loadBalancerSourceRanges[0]", ErrorTypeInvalid},
 		{"zero range", func(s *Service) { s.LoadBalancerSourceRanges[1] = netip.Prefix{} }, "spec.loadBalancerSourceRanges[1]", ErrorTypeInvalid},
@@ -203,6 +208,11 @@ func TestValidateEndpoints(t *testing.T) {
 		// Ready and terminating: a terminating pod of a service with
 		// publishNotReadyAddresses, as the EndpointSlice controller writes it.
 		{Addr: a4("192.0.2.7"), Ready: true, Serving: true, Terminating: true},
+		// The same endpoint listed twice (two EndpointSlices during a
+		// move), and a second endpoint on the same address with other
+		// ports (hostNetwork pods share the node's address).
+		{Addr: a4("192.0.2.7"), Ready: true, Serving: true, Terminating: true},
+		{Addr: a4("192.0.2.1"), Ready: true, Ports: []EndpointPort{{Name: "http", Port: 9090}}},
 	}
 	if err := ValidateEndpoints(good); err != nil {
 		t.Fatal(err)
@@ -215,7 +225,6 @@ func TestValidateEndpoints(t *testing.T) {
 		{"no address", func(e []Endpoint) []Endpoint { e[0].Addr = netip.Addr{}; return e }, "endpoints[0].addr"},
 		{"unspecified", func(e []Endpoint) []Endpoint { e[1].Addr = a4("::"); return e }, "endpoints[1].addr"},
 		{"mapped", func(e []Endpoint) []Endpoint { e[1].Addr = a4("::ffff:192.0.2.9"); return e }, "endpoints[1].addr"},
-		{"duplicate", func(e []Endpoint) []Endpoint { return append(e, Endpoint{Addr: e[0].Addr}) }, "endpoints[4].addr"},
 		{"weight", func(e []Endpoint) []Endpoint { e[2].Weight = MaxWeight + 1; return e }, "endpoints[2].weight"},
 		{"node name", func(e []Endpoint) []Endpoint { e[0].NodeName = "Node A"; return e }, "endpoints[0].nodeName"},
 		{"zone", func(e []Endpoint) []Endpoint { e[0].Zone = "zone 1"; return e }, "endpoints[0].zone"},
