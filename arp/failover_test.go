@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lbkit/lbkit/internal/nettest"
+	"github.com/vishvananda/netlink"
 )
 
 // Failover: announcer A owns both VIPs and the client has resolved them to
@@ -66,15 +67,23 @@ type failoverLab struct {
 	a                    *Announcer // all modes but modeKill
 	helper               *exec.Cmd  // modeKill
 	helperIn             io.WriteCloser
+	// busyClient makes startA wait, in the linkdown modes, until the
+	// client's entries are reachable, as in the middle of a flow.
+	busyClient bool
 }
 
 // failoverTimes are measured from the moment A starts to let go.
 type failoverTimes struct {
-	// gone is when A is gone: Release returned, or the killed process was
-	// reaped (its socket, and with it its multicast joins, are closed).
-	// B acquires right after.
+	// gone is when A is gone: Release returned, the killed process was
+	// reaped (its socket, and with it its multicast joins, are closed), or
+	// `ip link set down` returned. B takes over right after.
 	gone                       time.Duration
 	neigh4, neigh6, tcp4, tcp6 time.Duration
+	// state4 and state6 are the NUD states of the client's entries for the
+	// VIPs just before A let go. Without an announcement they decide how
+	// long the client stays with A: a reachable entry is trusted until its
+	// reachable time runs out, a stale one is probed on its next use.
+	state4, state6 int
 }
 
 func newFailoverLab(t testing.TB) *failoverLab {
@@ -127,6 +136,34 @@ func (f *failoverLab) startA(t testing.TB, mode failoverMode) {
 		waitBackend(t, f.client, vip, "a", 3*time.Second)
 		waitNeighbour(t, f.client, vip, f.hostA.MAC(), time.Second)
 	}
+	if f.busyClient && (mode == modeLinkDown || mode == modeNoAnnouncement) {
+		// A client in the middle of a flow: A's announcement left the
+		// entries stale, the connections above moved them to delay, and
+		// their confirmations make them reachable when the delay
+		// (delay_first_probe_time, 5 s) ends. Without an announcement,
+		// a reachable entry is trusted until its reachable time runs out
+		// (15-45 s) and only then probed; a stale one would be probed at
+		// once (5 s delay and 3 probes 1 s apart).
+		for _, vip := range []netip.Addr{kvip4, kvip6} {
+			waitState(t, f.client, vip, netlink.NUD_REACHABLE, 10*time.Second)
+		}
+	}
+}
+
+// waitState waits until h's neighbour entry for ip is in NUD state.
+func waitState(t testing.TB, h *nettest.Host, ip netip.Addr, state int, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		_, got := neighbour(t, h, ip)
+		if got == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("neighbour %v is %s after %v, want %s", ip, nudState(got), limit, nudState(state))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // waitBackend connects to vip until the echo server of backend answers, and
@@ -157,6 +194,9 @@ func untilBackend(client *nettest.Host, vip netip.Addr, backend string, limit ti
 // lab back so that startA can run again.
 func (f *failoverLab) failover(t testing.TB, mode failoverMode) failoverTimes {
 	t.Helper()
+	var ft failoverTimes
+	_, ft.state4 = neighbour(t, f.client, kvip4)
+	_, ft.state6 = neighbour(t, f.client, kvip6)
 	t0 := time.Now()
 	switch mode {
 	case modeRelease:
@@ -184,6 +224,7 @@ func (f *failoverLab) failover(t testing.TB, mode failoverMode) failoverTimes {
 	}
 	times := f.measureSwitch(t, t0, limit)
 	times.gone = gone
+	times.state4, times.state6 = ft.state4, ft.state6
 	if mode == modeLinkDown || mode == modeNoAnnouncement {
 		// Nothing goes out while the link is down: A's Announcer lets go
 		// silently, so that it does not announce again when the link
@@ -260,8 +301,30 @@ func (ft failoverTimes) all() []time.Duration {
 }
 
 func (ft failoverTimes) String() string {
-	return fmt.Sprintf("gone %v neigh4 %v neigh6 %v tcp4 %v tcp6 %v", ft.gone.Round(time.Microsecond),
-		ft.neigh4.Round(time.Microsecond), ft.neigh6.Round(time.Microsecond), ft.tcp4.Round(time.Microsecond), ft.tcp6.Round(time.Microsecond))
+	return fmt.Sprintf("gone %v neigh4 %v neigh6 %v tcp4 %v tcp6 %v (client entries were %s, %s)", ft.gone.Round(time.Microsecond),
+		ft.neigh4.Round(time.Microsecond), ft.neigh6.Round(time.Microsecond), ft.tcp4.Round(time.Microsecond), ft.tcp6.Round(time.Microsecond),
+		nudState(ft.state4), nudState(ft.state6))
+}
+
+// nudState names a neighbour entry's NUD state.
+func nudState(s int) string {
+	var names []string
+	for _, n := range []struct {
+		bit  int
+		name string
+	}{
+		{netlink.NUD_INCOMPLETE, "incomplete"}, {netlink.NUD_REACHABLE, "reachable"}, {netlink.NUD_STALE, "stale"},
+		{netlink.NUD_DELAY, "delay"}, {netlink.NUD_PROBE, "probe"}, {netlink.NUD_FAILED, "failed"},
+		{netlink.NUD_NOARP, "noarp"}, {netlink.NUD_PERMANENT, "permanent"},
+	} {
+		if s&n.bit != 0 {
+			names = append(names, n.name)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, "|")
 }
 
 // TestKernelFailover checks that the client moves from A to B within the
@@ -293,9 +356,12 @@ const announcedPerRound = 5
 // each takes tens of seconds), and reports for each mode the minimum,
 // median and maximum of each figure in milliseconds, and the ratio of the
 // medians of linkdown-no-announcement to linkdown, the same failure with
-// and without B's announcement. Run it with -benchtime=3x for three rounds.
+// and without B's announcement, for a client whose entries are reachable
+// (as in the middle of a flow). Run it with -benchtime=3x for three rounds
+// (each takes a minute or two).
 func BenchmarkFailover(b *testing.B) {
 	f := newFailoverLab(b)
+	f.busyClient = true
 	modes := []failoverMode{modeRelease, modeKill, modeLinkDown, modeNoAnnouncement}
 	runs := map[failoverMode][]failoverTimes{}
 	for round := range b.N {
