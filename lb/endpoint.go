@@ -8,9 +8,14 @@ import (
 // MaxWeight is the largest endpoint weight, the largest weight IPVS accepts.
 const MaxWeight = math.MaxInt32
 
-// EndpointPort is a named port an endpoint listens on (a container port).
-// Named target ports of a service are resolved through it.
+// EndpointPort is a port an endpoint declares under a name: an EndpointSlice
+// port (named after the service port) or a named container port. See
+// Endpoint.Ports for how a service port finds its port.
 type EndpointPort struct {
+	// Name is empty or a DNS-1123 label (EndpointSlice port names are
+	// service port names, which are DNS labels; container port names, IANA
+	// service names, are a subset). Empty matches the unnamed port of a
+	// single-port service.
 	Name string
 	// Protocol defaults to TCP when empty.
 	Protocol Protocol
@@ -38,9 +43,23 @@ func (p EndpointPort) EffectiveProtocol() Protocol { return p.Protocol.OrTCP() }
 // endpoint, and Target.Terminating reports that it is shutting down.
 type Endpoint struct {
 	Addr netip.Addr
-	// Ports are the endpoint's named ports, used to resolve named target
-	// ports. Endpoints that lack a port a service port names are not
-	// backends of that service port.
+	// Ports are the endpoint's named ports. Two conventions are supported,
+	// and Resolve tries them in this order for each service port (matching
+	// the name and the protocol):
+	//
+	//  1. EndpointSlice: a port named after the service port (empty for
+	//     the unnamed port of a single-port service) whose number is the
+	//     resolved target port. This is how kube-proxy reads EndpointSlices:
+	//     copy each slice port here as it is. It wins even when the service
+	//     port has a numeric target port.
+	//  2. Container ports: when the service port has a named target port,
+	//     the port of that name (a pod's named container port). An endpoint
+	//     without it is not a backend of that service port.
+	//
+	// Otherwise the endpoint uses the numeric target port, or the service
+	// port when none is set. Do not mix the conventions in one list unless
+	// the names cannot clash: with container ports, a container port that
+	// happens to carry the service port's name is taken by rule 1.
 	Ports []EndpointPort
 
 	Ready       bool

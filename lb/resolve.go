@@ -217,9 +217,10 @@ func Resolve(svc *Service, endpoints []Endpoint, node Node) ([]ResolvedPort, err
 // as "node...") and no ports; a Local traffic policy without a node name is
 // such a problem.
 //
-// Endpoints are matched to each port by family; named target ports are
-// resolved through Endpoint.Ports (same name and protocol), and endpoints
-// without that port are left out of that port. Endpoints that resolve to
+// Endpoints are matched to each port by family, and each endpoint's port
+// is found as Endpoint.Ports describes: the endpoint port named after the
+// service port, else the one a named target port names (an endpoint without
+// it is left out of that port), else the numeric target port. Endpoints that resolve to
 // the same address and port for a service port (one endpoint listed by two
 // EndpointSlices, a reused pod IP) give one target: the first that is not
 // terminating, preferring a ready one, else the first. External IPs and
@@ -411,8 +412,14 @@ func verdict(hasEndpoints bool, policy TrafficPolicy, local []Target) Verdict {
 	return VerdictForward
 }
 
-// targetPortFor resolves port p's target port on endpoint ep.
+// targetPortFor resolves port p's target port on endpoint ep: the port ep
+// declares under p's own name (the EndpointSlice convention), else the port
+// it declares under p's named target port (the container-port convention),
+// else the numeric target port or the service port. See Endpoint.Ports.
 func targetPortFor(ep *Endpoint, p ServicePort, proto Protocol) (uint16, bool) {
+	if port, ok := ep.Port(p.Name, proto); ok {
+		return port, true
+	}
 	switch {
 	case p.TargetPort.Name != "":
 		return ep.Port(p.TargetPort.Name, proto)

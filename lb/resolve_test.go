@@ -695,3 +695,53 @@ func TestResolveIgnoresAddressesOfAMissingFamily(t *testing.T) {
 		t.Errorf("IPv4 port externally accessible through IPv6 addresses: %+v", rp)
 	}
 }
+
+// TestTargetPortConventions: an endpoint's port for a service port comes,
+// in this order, from the endpoint port named after the service port (the
+// EndpointSlice convention kube-proxy reads: slice ports carry the service
+// port's name and the resolved number), from the endpoint port named by a
+// named target port (the container-port convention), or from the numeric
+// target port (or the service port).
+func TestTargetPortConventions(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		port  ServicePort
+		ports []EndpointPort
+		want  string // "" when the endpoint is not a backend of the port
+	}{
+		{"slice port named after the service port", ServicePort{Name: "http", Port: 80, TargetPort: PortName("web")},
+			[]EndpointPort{{Name: "http", Port: 8080}}, "192.0.2.1:8080"},
+		{"slice port wins over a numeric target port", ServicePort{Name: "http", Port: 80, TargetPort: PortNumber(8080)},
+			[]EndpointPort{{Name: "http", Port: 9090}}, "192.0.2.1:9090"},
+		{"slice port of an unnamed service port", ServicePort{Port: 80, TargetPort: PortNumber(8080)},
+			[]EndpointPort{{Port: 9090}}, "192.0.2.1:9090"},
+		{"slice port name longer than a container port name", ServicePort{Name: "metrics-for-prometheus", Port: 9100, TargetPort: PortName("metrics")},
+			[]EndpointPort{{Name: "metrics-for-prometheus", Port: 19100}}, "192.0.2.1:19100"},
+		{"slice port name that is a number", ServicePort{Name: "8443", Port: 443},
+			[]EndpointPort{{Name: "8443", Port: 8443}}, "192.0.2.1:8443"},
+		{"slice port of another protocol does not count", ServicePort{Name: "dns", Protocol: UDP, Port: 53, TargetPort: PortNumber(5353)},
+			[]EndpointPort{{Name: "dns", Port: 1053}}, "192.0.2.1:5353"},
+		{"service-port name wins over the named container port", ServicePort{Name: "http", Port: 80, TargetPort: PortName("web")},
+			[]EndpointPort{{Name: "web", Port: 8080}, {Name: "http", Port: 9090}}, "192.0.2.1:9090"},
+		{"container port named by the target port", ServicePort{Name: "http", Port: 80, TargetPort: PortName("web")},
+			[]EndpointPort{{Name: "web", Port: 8080}, {Name: "admin", Port: 9000}}, "192.0.2.1:8080"},
+		{"container port of another protocol does not count", ServicePort{Name: "dns", Protocol: UDP, Port: 53, TargetPort: PortName("dns-port")},
+			[]EndpointPort{{Name: "dns-port", Protocol: TCP, Port: 5353}}, ""},
+		{"numeric target port when no name matches", ServicePort{Name: "http", Port: 80, TargetPort: PortNumber(8080)},
+			[]EndpointPort{{Name: "admin", Port: 9000}}, "192.0.2.1:8080"},
+		{"service port when no target port is set", ServicePort{Name: "http", Port: 80}, nil, "192.0.2.1:80"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := svc4(func(s *Service) { s.Ports = []ServicePort{tc.port} })
+			eps := []Endpoint{{Addr: a4("192.0.2.1"), Ready: true, Ports: tc.ports}}
+			rp := resolveOne(t, s, eps, Node{})
+			want := []string{}
+			if tc.want != "" {
+				want = []string{tc.want}
+			}
+			if got := addrs(rp.Endpoints.Cluster); !slices.Equal(got, want) {
+				t.Errorf("Cluster = %v, want %v", got, want)
+			}
+		})
+	}
+}

@@ -426,8 +426,8 @@ func validatePolicies(e *errs, s *Service, typ ServiceType, nodePorts PortRange)
 
 // ValidateEndpoints checks a service's endpoints and returns a
 // *ValidationError listing every problem, or nil: a unicast address
-// (loopback is allowed, for user-space proxies), ports with a valid name,
-// unique per name and protocol and in 1-65535, weights up to MaxWeight, DNS
+// (loopback is allowed, for user-space proxies), port names empty or
+// DNS-1123 labels, unique per name and protocol, ports in 1-65535, weights up to MaxWeight, DNS
 // node names, label-value zones.
 //
 // What Kubernetes produces is valid. Ready together with Terminating is
@@ -464,8 +464,8 @@ func validateEndpoints(e *errs, endpoints []Endpoint) {
 		}
 		for j, p := range ep.Ports {
 			pf := func(sub string) string { return idx(idx("endpoints", i)+".ports", j) + sub }
-			if !isIANASvcName(p.Name) {
-				e.add(pf(".name"), ErrorTypeInvalid, "%q is not a port name (an IANA service name)", p.Name)
+			if p.Name != "" && !isDNS1123Label(p.Name) {
+				e.add(pf(".name"), ErrorTypeInvalid, "%q is not a port name (empty, or a DNS-1123 label: a service port name or a container port name)", p.Name)
 			}
 			proto := p.EffectiveProtocol()
 			if !proto.Valid() {

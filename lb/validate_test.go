@@ -228,7 +228,12 @@ func TestValidateEndpoints(t *testing.T) {
 		{"weight", func(e []Endpoint) []Endpoint { e[2].Weight = MaxWeight + 1; return e }, "endpoints[2].weight"},
 		{"node name", func(e []Endpoint) []Endpoint { e[0].NodeName = "Node A"; return e }, "endpoints[0].nodeName"},
 		{"zone", func(e []Endpoint) []Endpoint { e[0].Zone = "zone 1"; return e }, "endpoints[0].zone"},
-		{"port name", func(e []Endpoint) []Endpoint { e[0].Ports[0].Name = ""; return e }, "endpoints[0].ports[0].name"},
+		{"port name", func(e []Endpoint) []Endpoint { e[0].Ports[0].Name = "Http"; return e }, "endpoints[0].ports[0].name"},
+		{"port name with a space", func(e []Endpoint) []Endpoint { e[0].Ports[0].Name = "a b"; return e }, "endpoints[0].ports[0].name"},
+		{"duplicate unnamed port", func(e []Endpoint) []Endpoint {
+			e[1].Ports = []EndpointPort{{Port: 80}, {Protocol: TCP, Port: 81}}
+			return e
+		}, "endpoints[1].ports[1].name"},
 		{"port 0", func(e []Endpoint) []Endpoint { e[0].Ports[1].Port = 0; return e }, "endpoints[0].ports[1].port"},
 		{"port protocol", func(e []Endpoint) []Endpoint { e[0].Ports[1].Protocol = "ICMP"; return e }, "endpoints[0].ports[1].protocol"},
 		{"duplicate port", func(e []Endpoint) []Endpoint { e[0].Ports[1].Protocol = TCP; return e }, "endpoints[0].ports[1].name"},
