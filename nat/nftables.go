@@ -43,6 +43,12 @@ const (
 // endpoints picks the same endpoint for the same flow, whichever node the
 // flow reaches, and when an endpoint goes away only the flows it served
 // move. Weights are honoured to within one slot of the table.
+//
+// A port's table is lb.NewMaglev of its endpoints, each keyed by its
+// "address:port" (lb.Target's String) with its weight, so it depends only
+// on the set of endpoints; slot s of the table is the endpoint of the
+// flows whose hash reduces to s (lb.Maglev.Slot32: the kernel's `jhash ...
+// mod M`).
 type ConsistentHashing struct {
 	// Seed of the hash; 0 means DefaultConsistentSeed. Every node must
 	// use the same.
