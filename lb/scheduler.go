@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -19,7 +20,14 @@ type SchedulerName string
 
 // Schedulers.
 const (
-	RoundRobin              SchedulerName = "rr"
+	RoundRobin SchedulerName = "rr"
+	// WeightedRoundRobin is IPVS wrr (or, with SchedulerOptions.Smooth,
+	// nginx's smooth variant). On Update it does what Linux's
+	// ip_vs_wrr_dest_changed does: restart at the head of the list and keep
+	// the current weight cw if it does not exceed the new maximum (aligned to
+	// the new gcd step), else restart from the maximum. (Old kernels'
+	// ip_vs_wrr_update_svc set cw to 0 only when it exceeded the maximum and
+	// did not align it; lbkit follows current kernels.)
 	WeightedRoundRobin      SchedulerName = "wrr"
 	LeastConnection         SchedulerName = "lc"
 	WeightedLeastConnection SchedulerName = "wlc"
@@ -267,8 +275,9 @@ func (w *wrrSched) update(b []Backend) error {
 	if g == 0 {
 		g = 1
 	}
-	// As ip_vs_wrr_dest_changed: restart at the head, keep cw if it still
-	// fits, aligned to the new step.
+	// As ip_vs_wrr_dest_changed in current Linux: restart at the head, keep
+	// cw if it still fits, aligned to the new step, else start from mw.
+	// TestWeightedRoundRobinUpdate pins the three cases.
 	w.cur, w.di, w.mw = -1, g, maxW-(g-1)
 	switch {
 	case w.cw > w.mw || w.cw == 0:
@@ -342,6 +351,9 @@ func (s *smoothSched) pick(b []Backend, _ Flow, _ []Load) int {
 //     as sed.
 //
 // Backends of weight 0 are never picked; ties go to the first in the list.
+// Comparisons are exact for any counts: IPVS's int overhead would wrap from
+// 2^23 active connections, and a 64-bit product of overhead and weight at
+// about 2^24 with the largest weight; lbkit compares 128-bit products.
 type connSched struct{ name SchedulerName }
 
 func (c *connSched) usesLoad() bool { return true }
@@ -349,11 +361,15 @@ func (c *connSched) usesLoad() bool { return true }
 func (c *connSched) update([]Backend) error { return nil }
 
 func (c *connSched) pick(b []Backend, _ Flow, load []Load) int {
-	overhead := func(l Load) int64 { return int64(l.Active)<<8 + int64(l.Inactive) }
+	// Overheads fit in 41 bits (active < 2^32), weights in 31, so their
+	// products need up to 72 bits: compared exactly in 128 bits below.
+	// (IPVS computes the overhead in an int, which wraps from 2^23 active
+	// connections on; lbkit does not reproduce that.)
+	overhead := func(l Load) uint64 { return uint64(l.Active)<<8 + uint64(l.Inactive) }
 	if c.name == ShortestExpectedDelay || c.name == NeverQueue {
-		overhead = func(l Load) int64 { return int64(l.Active) + 1 }
+		overhead = func(l Load) uint64 { return uint64(l.Active) + 1 }
 	}
-	best, bestOH := -1, int64(0)
+	best, bestOH := -1, uint64(0)
 	for i, x := range b {
 		if x.Weight == 0 {
 			continue
@@ -367,13 +383,20 @@ func (c *connSched) pick(b []Backend, _ Flow, load []Load) int {
 			better = best < 0 || oh < bestOH
 		} else {
 			// oh/w < bestOH/bestW, without division.
-			better = best < 0 || bestOH*int64(x.Weight) > oh*int64(b[best].Weight)
+			better = best < 0 || mulLess(oh, uint64(b[best].Weight), bestOH, uint64(x.Weight))
 		}
 		if better {
 			best, bestOH = i, oh
 		}
 	}
 	return best
+}
+
+// mulLess reports whether a·b < c·d, exactly (128-bit products).
+func mulLess(a, b, c, d uint64) bool {
+	hi1, lo1 := bits.Mul64(a, b)
+	hi2, lo2 := bits.Mul64(c, d)
+	return hi1 < hi2 || hi1 == hi2 && lo1 < lo2
 }
 
 // randomSched picks in proportion to weight.

@@ -2,7 +2,7 @@ package lb
 
 import (
 	"errors"
-	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -188,6 +188,35 @@ func TestWeightedRoundRobinIPVS(t *testing.T) {
 	}
 }
 
+// TestWeightedRoundRobinUpdate pins what Update does to a running wrr, as
+// ip_vs_wrr_dest_changed does it in Linux: restart at the head of the list
+// and keep the current weight cw when it still fits the new maximum (aligned
+// to the new gcd step), else start again from the maximum.
+func TestWeightedRoundRobinUpdate(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		before, after []uint32
+		picks         int // picks before the update
+		want          string
+	}{
+		// 4,3,2: a a b | cw 3 kept: a b, then cw 2: a b c, cw 1: a b c, cw 4: a.
+		{"cw kept", []uint32{4, 3, 2}, []uint32{4, 3, 2}, 3, "ababcabca"},
+		// 5,1,1 after one pick has cw 5; 2,2 (gcd 2) has maximum 1.
+		{"cw above the new maximum", []uint32{5, 1, 1}, []uint32{2, 2}, 1, "abab"},
+		// 4,2 after one pick has cw 3; 9,6,3 has step 3: cw (3/3)·3+1 = 4.
+		{"cw aligned to the new step", []uint32{4, 2}, []uint32{9, 6, 3}, 1, "ababcaab"},
+	} {
+		s := newSched(t, WeightedRoundRobin, SchedulerOptions{}, backendsW(tc.before...))
+		sequence(t, s, tc.picks)
+		if err := s.Update(backendsW(tc.after...)); err != nil {
+			t.Fatal(err)
+		}
+		if got := sequence(t, s, len(tc.want)); got != tc.want {
+			t.Errorf("%s: %s after the update, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestWeightedRoundRobinSmooth(t *testing.T) {
 	s := newSched(t, WeightedRoundRobin, SchedulerOptions{Smooth: true}, backendsW(5, 1, 1))
 	if got := sequence(t, s, 14); got != "aabacaa"+"aabacaa" {
@@ -288,6 +317,38 @@ func TestConnectionSchedulersDiffer(t *testing.T) {
 	nq := newSched(t, NeverQueue, SchedulerOptions{}, backendsW(1, 10))
 	if got, _ := nq.Pick(Flow{}, []Load{{Active: 1}, {Active: 5}}); got != 1 {
 		t.Errorf("nq with no idle backend: %d, want 1 (2/1 > 6/10)", got)
+	}
+}
+
+// TestConnectionSchedulersHugeCounts: the load comparison is exact for any
+// connection counts and weights; overhead·weight exceeds 64 bits here.
+func TestConnectionSchedulersHugeCounts(t *testing.T) {
+	const maxU = math.MaxUint32
+	for _, tc := range []struct {
+		name    SchedulerName
+		weights []uint32
+		load    []Load
+		want    int
+	}{
+		// 256·(2^24+1)·(2^31-1) passes 2^63, 256·2^24·(2^31-1) does not.
+		{WeightedLeastConnection, []uint32{MaxWeight, MaxWeight}, []Load{{Active: 1<<24 + 1}, {Active: 1 << 24}}, 1},
+		{WeightedLeastConnection, []uint32{MaxWeight, MaxWeight}, []Load{{Active: 1 << 24}, {Active: 1<<24 + 1}}, 0},
+		// Same weight, one connection fewer.
+		{WeightedLeastConnection, []uint32{MaxWeight, MaxWeight}, []Load{{Active: maxU}, {Active: maxU - 1}}, 1},
+		{WeightedLeastConnection, []uint32{MaxWeight, MaxWeight}, []Load{{Active: maxU - 1}, {Active: maxU}}, 0},
+		// 257·(2^32-1)/(2^31-1) ≈ 514 against 256·(2^32-2)/(2^31-2) ≈ 512.
+		{WeightedLeastConnection, []uint32{MaxWeight, MaxWeight - 1}, []Load{{Active: maxU, Inactive: maxU}, {Active: maxU - 1}}, 1},
+		// Inactive connections still break a tie of active ones.
+		{WeightedLeastConnection, []uint32{MaxWeight, MaxWeight}, []Load{{Active: maxU, Inactive: 1}, {Active: maxU}}, 1},
+		{LeastConnection, []uint32{1, 1}, []Load{{Active: maxU, Inactive: maxU}, {Active: maxU, Inactive: maxU - 1}}, 1},
+		// 2^32/(2^31-1) ≈ 2 against (2^31+1)/1.
+		{ShortestExpectedDelay, []uint32{MaxWeight, 1}, []Load{{Active: maxU}, {Active: 1 << 31}}, 0},
+		{NeverQueue, []uint32{MaxWeight, MaxWeight}, []Load{{Active: maxU}, {Active: maxU - 1}}, 1},
+	} {
+		s := newSched(t, tc.name, SchedulerOptions{}, backendsW(tc.weights...))
+		if got, err := s.Pick(Flow{}, tc.load); err != nil || got != tc.want {
+			t.Errorf("%s %v %+v: picked %d (%v), want %d", tc.name, tc.weights, tc.load, got, err, tc.want)
+		}
 	}
 }
 
@@ -492,11 +553,13 @@ func TestSchedulersConcurrent(t *testing.T) {
 				for k := range 500 {
 					if k%100 == 0 && g == 0 {
 						if err := s.Update(backendsW(uint32(1+k%3), 2, 3)); err != nil {
-							panic(err)
+							t.Errorf("%s: Update: %v", n, err)
+							return
 						}
 					}
 					if i, err := s.Pick(randomFlow(rng), make([]Load, 3)); err != nil || i < 0 || i > 2 {
-						panic(fmt.Sprintf("%s: %d %v", n, i, err))
+						t.Errorf("%s: Pick = %d, %v", n, i, err)
+						return
 					}
 				}
 			}()
