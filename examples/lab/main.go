@@ -8,9 +8,14 @@
 // the client to the service's cluster IP, prints which backend answered
 // each share and the rules it installed, and removes everything.
 //
+// Two engines can program the balancer: iptables (one iptables-restore,
+// kube-proxy's chain layout) and nftables (one netlink batch into lbkit's
+// own inet table: verdict-map dispatch, endpoints chosen through a map).
+//
 // It needs root. It never touches the host's own network namespace.
 //
 //	go run ./examples/lab                      # 300 requests, equal weights
+//	go run ./examples/lab -engine nftables     # the same through nftables
 //	go run ./examples/lab -weights 1,2,3       # weighted endpoints
 //	go run ./examples/lab -keep                # leave the lab up until Ctrl-C
 package main
@@ -34,6 +39,7 @@ import (
 	"github.com/lbkit/lbkit/iptables"
 	"github.com/lbkit/lbkit/lb"
 	"github.com/lbkit/lbkit/nat"
+	"github.com/lbkit/lbkit/nftables"
 )
 
 const backendPort = 8080
@@ -44,7 +50,7 @@ var (
 )
 
 func main() {
-	engine := flag.String("engine", "iptables", "NAT engine: iptables")
+	engine := flag.String("engine", "iptables", "NAT engine: iptables or nftables")
 	weights := flag.String("weights", "1,1,1", "comma-separated weights of the three backends")
 	requests := flag.Int("requests", 300, "number of HTTP requests the client sends")
 	keep := flag.Bool("keep", false, "leave the lab up for poking at until Ctrl-C, then remove it")
@@ -72,8 +78,8 @@ func parseWeights(s string) ([]uint32, error) {
 }
 
 func run(engine, weightList string, requests int, keep bool) error {
-	if engine != "iptables" {
-		return fmt.Errorf("-engine %q: only iptables is available in this version", engine)
+	if engine != "iptables" && engine != "nftables" {
+		return fmt.Errorf("-engine %q: want iptables or nftables", engine)
 	}
 	weights, err := parseWeights(weightList)
 	if err != nil {
@@ -141,24 +147,13 @@ func run(engine, weightList string, requests int, keep bool) error {
 		Endpoints: eps,
 	}
 	fmt.Printf("== service demo/web: ClusterIP %s:80 → :%d on three endpoints, engine %s\n", clusterIP, backendPort, engine)
-	var syncer *nat.IPTables
-	var stats []nat.IPTablesStats
-	err = balancer.Do(func() error {
-		v4, err := iptables.New(ctx, iptables.IPv4)
-		if err != nil {
-			return err
-		}
-		cfg := nat.Config{Node: lb.Node{Name: "balancer"}, ClusterCIDRs: []netip.Prefix{podCIDR}}
-		if syncer, err = nat.NewIPTables(cfg, v4, nil, nat.IPTablesOptions{}); err != nil {
-			return err
-		}
-		stats, err = syncer.Sync(ctx, []nat.ServiceEndpoints{svc})
-		return err
-	})
+	cfg := nat.Config{Node: lb.Node{Name: "balancer"}, ClusterCIDRs: []netip.Prefix{podCIDR}}
+	prog, err := program(ctx, engine, balancer, cfg, svc)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("   one iptables-restore: %d chains, %d rules, %d bytes\n", stats[0].ChainsWritten, stats[0].Rules, stats[0].Bytes)
+	defer prog.close()
+	fmt.Println("   " + prog.summary)
 
 	fmt.Printf("== sending %d HTTP requests from the client to http://%s/\n", requests, clusterIP)
 	httpc := client.HTTPClient()
@@ -197,26 +192,23 @@ func run(engine, weightList string, requests int, keep bool) error {
 		fmt.Printf("   chi-square against the weights: %.2f with %d degrees of freedom, p = %.3f\n", res.Stat, res.DF, res.P)
 	}
 
-	fmt.Println("== the rules lbkit installed in the balancer (iptables-save -t nat, lbkit's lines)")
-	out, err := balancer.Run(ctx, "iptables-save", "-t", "nat")
+	fmt.Printf("== the rules lbkit installed in the balancer (%s)\n", prog.listing)
+	rules, err := prog.rules(ctx)
 	if err != nil {
 		return err
 	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, nat.DefaultPrefix) {
-			fmt.Println("   " + line)
-		}
+	for _, line := range rules {
+		fmt.Println("   " + line)
 	}
 
 	if keep {
 		fmt.Println("== the lab stays up until Ctrl-C; poke at it with, for example:")
 		fmt.Printf("   ip netns exec %s curl -s http://%s/\n", client.Namespace(), clusterIP)
-		fmt.Printf("   ip netns exec %s iptables-save -t nat\n", balancer.Namespace())
+		fmt.Printf("   ip netns exec %s %s\n", balancer.Namespace(), prog.listing)
 		fmt.Printf("   ip netns exec %s conntrack -L   # if conntrack is installed\n", balancer.Namespace())
 		<-ctx.Done()
 	}
-	err = balancer.Do(func() error { return syncer.Cleanup(context.Background()) })
-	if err != nil {
+	if err := prog.cleanup(context.Background()); err != nil {
 		return fmt.Errorf("removing the rules: %w", err)
 	}
 	fmt.Printf("== done in %.1fs\n", time.Since(start).Seconds())
@@ -224,4 +216,90 @@ func run(engine, weightList string, requests int, keep bool) error {
 		return fmt.Errorf("%d of %d requests failed", failures, requests)
 	}
 	return nil
+}
+
+// programmed is a service programmed into the balancer by one engine.
+type programmed struct {
+	summary string                                  // what the sync did
+	listing string                                  // the command that shows the rules
+	rules   func(context.Context) ([]string, error) // lbkit's rules, as the kernel lists them
+	cleanup func(context.Context) error
+	close   func()
+}
+
+// program compiles svc with package nat and programs it into the
+// balancer's kernel through the engine.
+func program(ctx context.Context, engine string, balancer *nettest.Host, cfg nat.Config, svc nat.ServiceEndpoints) (*programmed, error) {
+	if engine == "nftables" {
+		return programNFTables(ctx, balancer, cfg, svc)
+	}
+	var syncer *nat.IPTables
+	var stats []nat.IPTablesStats
+	err := balancer.Do(func() error {
+		v4, err := iptables.New(ctx, iptables.IPv4)
+		if err != nil {
+			return err
+		}
+		if syncer, err = nat.NewIPTables(cfg, v4, nil, nat.IPTablesOptions{}); err != nil {
+			return err
+		}
+		stats, err = syncer.Sync(ctx, []nat.ServiceEndpoints{svc})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &programmed{
+		summary: fmt.Sprintf("one iptables-restore: %d chains, %d rules, %d bytes", stats[0].ChainsWritten, stats[0].Rules, stats[0].Bytes),
+		listing: "iptables-save -t nat",
+		rules: func(ctx context.Context) ([]string, error) {
+			out, err := balancer.Run(ctx, "iptables-save", "-t", "nat")
+			if err != nil {
+				return nil, err
+			}
+			var lines []string
+			for _, line := range strings.Split(string(out), "\n") {
+				if strings.Contains(line, nat.DefaultPrefix) {
+					lines = append(lines, line)
+				}
+			}
+			return lines, nil
+		},
+		cleanup: func(ctx context.Context) error { return balancer.Do(func() error { return syncer.Cleanup(ctx) }) },
+		close:   func() {},
+	}, nil
+}
+
+// programNFTables programs svc through nat.NFTables: one netlink batch
+// into lbkit's inet table, from outside the balancer's namespace.
+func programNFTables(ctx context.Context, balancer *nettest.Host, cfg nat.Config, svc nat.ServiceEndpoints) (*programmed, error) {
+	eng, err := nftables.Dial(nat.DefaultNFTablesTable, nftables.WithNetNS(balancer.NamespaceFd()))
+	if err != nil {
+		return nil, err
+	}
+	syncer, err := nat.NewNFTables(cfg, eng, nat.NFTablesOptions{Conntrack: nat.NetlinkConntrack{Handle: balancer.Netlink()}})
+	if err != nil {
+		eng.Close()
+		return nil, err
+	}
+	st, err := syncer.Sync(ctx, []nat.ServiceEndpoints{svc})
+	if err != nil {
+		eng.Close()
+		return nil, err
+	}
+	t := nat.DefaultNFTablesTable
+	return &programmed{
+		summary: fmt.Sprintf("one netlink batch: %d operations (compile %v, build %v, kernel %v)",
+			st.Ops, st.Compile.Round(time.Microsecond), st.Build.Round(time.Microsecond), st.Apply.Round(time.Microsecond)),
+		listing: fmt.Sprintf("nft list table %s %s", t.Family, t.Name),
+		rules: func(ctx context.Context) ([]string, error) {
+			out, err := balancer.Run(ctx, "nft", "list", "table", string(t.Family), t.Name)
+			if err != nil {
+				return nil, err
+			}
+			return strings.Split(strings.TrimRight(string(out), "\n"), "\n"), nil
+		},
+		cleanup: syncer.Cleanup,
+		close:   func() { eng.Close() },
+	}, nil
 }
