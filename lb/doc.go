@@ -35,8 +35,19 @@
 // Local policies use this node's endpoints and report VerdictDrop when it
 // has none; PreferSameZone narrows cluster traffic to the node's zone unless
 // the zone has no ready endpoint or some ready endpoint has no zone (no
-// topology hint); a port with no usable endpoint anywhere
-// reports VerdictReject.
+// topology hint); a port with no usable endpoint anywhere reports
+// VerdictReject.
+//
+// As in kube-proxy, each family stands alone: external IPs and VIP-mode
+// load-balancer IPs count only in their own family, so whether a port takes
+// external traffic, its effective external policy and masquerading are
+// decided per family (a dual-stack service with only an IPv4 external IP
+// takes no external traffic on IPv6). Input Kubernetes produces is valid:
+// endpoints both ready and terminating (publishNotReadyAddresses), one
+// address in several endpoints (merged per address and port), addresses of
+// a family the service has no cluster IP for (ignored), and endpoint ports
+// named after the service port, as EndpointSlices carry them (see
+// Endpoint.Ports).
 //
 // # Probability chains
 //
