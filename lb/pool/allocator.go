@@ -190,15 +190,20 @@ func (a *Allocator) Stats() []PoolStats {
 // validated first; on error nothing changes.
 //
 // Every service whose addresses all lie in one pool of the new
-// configuration keeps them (reported as ChangeRepooled if that pool has a
-// new name). A service whose addresses left the pools (a range removed or
-// shrunk, AvoidBuggyIPs switched on) or ended up in different pools is
-// re-allocated from its original request, keeping any of its addresses
-// that are still eligible: ChangeReallocated with the departed addresses in
-// Left, or ChangeRevoked with Err when no address can be found. Services
-// are re-allocated in service-name order, after all the unaffected ones
-// are in place. Changes are returned sorted by service; unaffected services
-// are not listed.
+// configuration and still satisfy its request there keeps them (reported as
+// ChangeRepooled if that pool has a new name). The others are re-allocated
+// from their request, as MetalLB re-allocates at a configuration change,
+// keeping any of their addresses that are still eligible: a service whose
+// addresses left the pools (a range removed or shrunk, AvoidBuggyIPs
+// switched on), ended up in different pools, or no longer satisfy its
+// request (it asked for pool "a" and a split put its address in pool "b";
+// a Restore gave it addresses other than those it requests). Each gets
+// ChangeReallocated, with the departed addresses in Left, or ChangeRevoked
+// with Err when no address can be found. So after SetPools, an Allocate
+// with a service's own request never moves it. Services are re-allocated
+// in service-name order, after all the unaffected ones are in place.
+// Changes are returned sorted by service; unaffected services are not
+// listed.
 func (a *Allocator) SetPools(pools []AddressPool) ([]Change, error) {
 	ns, err := newState(pools)
 	if err != nil {
@@ -223,7 +228,13 @@ func (a *Allocator) SetPools(pools []AddressPool) ([]Change, error) {
 				np = nil
 			}
 		}
-		if np == nil {
+		// Re-allocate, like MetalLB at a configuration change, a service
+		// whose addresses no longer lie in one pool, or no longer satisfy its
+		// request there (its requested pool lost them in a split, or a
+		// Restore gave it addresses other than the requested ones): kept as
+		// is, the next Allocate with the same request would move it
+		// silently.
+		if np == nil || !fits(sv.ips, np, &sv.req) {
 			evicted = append(evicted, sv)
 			continue
 		}

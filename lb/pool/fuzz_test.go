@@ -117,6 +117,16 @@ func FuzzAllocator(f *testing.F) {
 						t.Fatalf("change %+v", c)
 					}
 				}
+				// After a configuration change every service's addresses
+				// satisfy its own request: the next Allocate moves nobody.
+				a.mu.Lock()
+				for name, sv := range a.st.svcs {
+					if !sv.fits(&sv.req) {
+						a.mu.Unlock()
+						t.Fatalf("after SetPools %s holds %v in %q, which its request %+v does not allow", name, sv.ips, sv.pool.cfg.Name, sv.req)
+					}
+				}
+				a.mu.Unlock()
 			}
 			checkInvariants(t, a)
 		}

@@ -9,13 +9,14 @@ import (
 
 func TestSetPoolsReportsAddressesThatLeft(t *testing.T) {
 	a := mustNew(t, mkPool(t, "p", "192.0.2.0/29"), mkPool(t, "q", "198.51.100.0/29"))
-	mustAlloc(t, a, Request{Service: "a"})                          // 192.0.2.0
-	mustAlloc(t, a, Request{Service: "b"})                          // 192.0.2.1
-	mustAlloc(t, a, Request{Service: "c", IPs: addrs("192.0.2.6")}) // pinned
-	mustAlloc(t, a, Request{Service: "d", Pool: "q"})               // 198.51.100.0
-	mustAlloc(t, a, Request{Service: "e", IPs: addrs("192.0.2.7")}) // pinned, will stay
-	mustAlloc(t, a, Request{Service: "f"})                          // 192.0.2.2
-	mustAlloc(t, a, Request{Service: "g", Pool: "p"})               // 192.0.2.3
+	mustAlloc(t, a, Request{Service: "a"})                             // 192.0.2.0
+	mustAlloc(t, a, Request{Service: "b"})                             // 192.0.2.1
+	mustAlloc(t, a, Request{Service: "c", IPs: addrs("192.0.2.6")})    // pinned
+	mustAlloc(t, a, Request{Service: "d", IPs: addrs("198.51.100.0")}) // pinned, in q
+	mustAlloc(t, a, Request{Service: "e", IPs: addrs("192.0.2.7")})    // pinned, will stay
+	mustAlloc(t, a, Request{Service: "f"})                             // 192.0.2.2
+	mustAlloc(t, a, Request{Service: "g", Pool: "p"})                  // 192.0.2.3
+	mustAlloc(t, a, Request{Service: "h", Pool: "q"})                  // 198.51.100.1
 
 	// p shrinks to .0-.1 plus .7; q is renamed r.
 	changes, err := a.SetPools([]AddressPool{
@@ -29,7 +30,7 @@ func TestSetPoolsReportsAddressesThatLeft(t *testing.T) {
 	for _, c := range changes {
 		byName[c.Service] = c
 	}
-	if len(changes) != 4 || !slices.IsSortedFunc(changes, func(x, y Change) int { return strings.Compare(x.Service, y.Service) }) {
+	if len(changes) != 5 || !slices.IsSortedFunc(changes, func(x, y Change) int { return strings.Compare(x.Service, y.Service) }) {
 		t.Fatalf("changes = %+v", changes)
 	}
 	// c asked for 192.0.2.6 specifically: it cannot be re-allocated.
@@ -40,7 +41,7 @@ func TestSetPoolsReportsAddressesThatLeft(t *testing.T) {
 	if _, ok := a.Assignment("c"); ok {
 		t.Fatal("revoked service still has an assignment")
 	}
-	// d keeps its address, in the renamed pool.
+	// d keeps its address, in the renamed pool: its request names none.
 	d := byName["d"]
 	if d.Kind != ChangeRepooled || d.Old.Pool != "q" || d.New.Pool != "r" || d.New.IPs[0] != ip("198.51.100.0") || len(d.Left) != 0 {
 		t.Fatalf("d = %+v", d)
@@ -55,6 +56,13 @@ func TestSetPoolsReportsAddressesThatLeft(t *testing.T) {
 	g := byName["g"]
 	if g.Kind != ChangeRevoked || !slices.Equal(g.Left, addrs("192.0.2.3")) || !errors.Is(g.Err, ErrPoolExhausted) {
 		t.Fatalf("g = %+v", g)
+	}
+	// h asked for pool q, which is gone (renamed r): its request cannot be
+	// met any more, so it is revoked, as MetalLB clears a service whose
+	// address-pool annotation names no pool.
+	h := byName["h"]
+	if h.Kind != ChangeRevoked || len(h.Left) != 0 || !errors.Is(h.Err, ErrUnknownPool) {
+		t.Fatalf("h = %+v", h)
 	}
 	// Unaffected services are not reported and keep their addresses.
 	wantIPs(t, mustAllocOK(t, a, "a"), "p", "192.0.2.0")
@@ -290,5 +298,105 @@ func TestRestoreOverExistingAssignment(t *testing.T) {
 	}
 	if st := a.Stats()[0]; st.IPv4InUse != 1 {
 		t.Fatalf("in use = %d", st.IPv4InUse)
+	}
+}
+
+// TestSetPoolsRequestNoLongerFits: a service whose addresses stay in the
+// pools but no longer satisfy its request (a requested pool that lost them
+// in a split, requested addresses it does not hold after a Restore) is
+// re-allocated from its request at the configuration change and reported,
+// as MetalLB re-allocates such a service, instead of being kept where the
+// next Allocate with the same request would silently move it.
+func TestSetPoolsRequestNoLongerFits(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		pools   []AddressPool
+		setup   func(t *testing.T, a *Allocator)
+		newCfg  []AddressPool
+		kind    ChangeKind
+		newPool string
+		newIPs  []string
+		err     error
+	}{
+		{
+			name:  "requested pool split: the address went to the other pool",
+			pools: []AddressPool{mkPool(t, "a", "192.0.2.0/28")},
+			setup: func(t *testing.T, a *Allocator) {
+				wantIPs(t, mustAlloc(t, a, Request{Service: "s", Pool: "a"}), "a", "192.0.2.0")
+			},
+			newCfg:  []AddressPool{mkPool(t, "b", "192.0.2.0/29"), mkPool(t, "a", "192.0.2.8/29")},
+			kind:    ChangeReallocated,
+			newPool: "a", newIPs: []string{"192.0.2.8"},
+		},
+		{
+			name:  "requested pool split and the requested pool is full",
+			pools: []AddressPool{mkPool(t, "a", "192.0.2.0/30")},
+			setup: func(t *testing.T, a *Allocator) {
+				mustAlloc(t, a, Request{Service: "s", Pool: "a"})               // 192.0.2.0
+				mustAlloc(t, a, Request{Service: "t", IPs: addrs("192.0.2.2")}) // stays in a
+			},
+			newCfg: []AddressPool{mkPool(t, "b", "192.0.2.0/31"), mkPool(t, "a", "192.0.2.2/32")},
+			kind:   ChangeRevoked, err: ErrPoolExhausted,
+		},
+		{
+			name:  "dual-stack service of a requested pool whose IPv6 half moved",
+			pools: []AddressPool{mkPool(t, "a", "192.0.2.0/29", "2001:db8::/125")},
+			setup: func(t *testing.T, a *Allocator) {
+				wantIPs(t, mustAlloc(t, a, Request{Service: "s", Pool: "a", Family: DualStack}), "a", "192.0.2.0", "2001:db8::")
+			},
+			newCfg:  []AddressPool{mkPool(t, "b", "192.0.2.0/29", "2001:db8::/126"), mkPool(t, "a", "192.0.2.8/29", "2001:db8::4/126")},
+			kind:    ChangeReallocated,
+			newPool: "a", newIPs: []string{"192.0.2.8", "2001:db8::4"},
+		},
+		{
+			name:  "restored addresses that are not the requested ones",
+			pools: []AddressPool{mkPool(t, "a", "192.0.2.0/28")},
+			setup: func(t *testing.T, a *Allocator) {
+				res := a.Restore([]Assignment{{Service: "s", IPs: addrs("192.0.2.3"), Request: Request{IPs: addrs("192.0.2.5")}}})
+				if res[0].Err != nil {
+					t.Fatal(res[0].Err)
+				}
+			},
+			newCfg:  []AddressPool{mkPool(t, "a2", "192.0.2.0/28")},
+			kind:    ChangeReallocated,
+			newPool: "a2", newIPs: []string{"192.0.2.5"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := mustNew(t, tc.pools...)
+			tc.setup(t, a)
+			old, _ := a.Assignment("s")
+			changes, err := a.SetPools(tc.newCfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ch *Change
+			for i := range changes {
+				if changes[i].Service == "s" {
+					ch = &changes[i]
+				}
+			}
+			if ch == nil {
+				t.Fatalf("no change reported for s: %+v", changes)
+			}
+			if ch.Kind != tc.kind || len(ch.Left) != 0 || !slices.Equal(ch.Old.IPs, old.IPs) {
+				t.Fatalf("change = %+v, want %s with nothing Left", ch, tc.kind)
+			}
+			if tc.err != nil {
+				if !errors.Is(ch.Err, tc.err) {
+					t.Fatalf("Err = %v, want %v", ch.Err, tc.err)
+				}
+				if _, ok := a.Assignment("s"); ok {
+					t.Fatal("revoked service still holds addresses")
+				}
+				return
+			}
+			wantIPs(t, ch.New, tc.newPool, tc.newIPs...)
+			// The next Allocate with the same request keeps it: nothing
+			// moves behind the caller's back.
+			again := mustAlloc(t, a, old.Request)
+			wantIPs(t, again, tc.newPool, tc.newIPs...)
+			checkInvariants(t, a)
+		})
 	}
 }

@@ -54,15 +54,19 @@ func (sv *svcState) assignment() Assignment {
 
 // fits reports whether the service's current addresses satisfy req, so that
 // an Allocate with req keeps them.
-func (sv *svcState) fits(req *Request) bool {
-	if familiesOf(sv.ips) != req.Family {
+func (sv *svcState) fits(req *Request) bool { return fits(sv.ips, sv.pool, req) }
+
+// fits reports whether addresses ips, all in pool p, satisfy req: the
+// families it wants, its pool if it names one, its requested addresses.
+func fits(ips []netip.Addr, p *addrPool, req *Request) bool {
+	if familiesOf(ips) != req.Family {
 		return false
 	}
-	if req.Pool != "" && req.Pool != sv.pool.cfg.Name {
+	if req.Pool != "" && req.Pool != p.cfg.Name {
 		return false
 	}
 	for _, ip := range req.IPs {
-		if !slices.Contains(sv.ips, ip) {
+		if !slices.Contains(ips, ip) {
 			return false
 		}
 	}

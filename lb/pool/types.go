@@ -155,14 +155,16 @@ type ChangeKind string
 
 const (
 	// ChangeRepooled: the service keeps its addresses, but they now belong
-	// to a different pool (e.g. a pool was renamed or split).
+	// to a different pool (e.g. a pool was renamed or split), which its
+	// request allows (it names no pool).
 	ChangeRepooled ChangeKind = "repooled"
-	// ChangeReallocated: some of the service's addresses left the pools;
-	// it got new ones from its original request. Addresses that remained
-	// eligible are kept where possible.
+	// ChangeReallocated: some of the service's addresses left the pools,
+	// or they no longer satisfy its request; it got new ones from its
+	// request. Addresses that remained eligible are kept where possible.
 	ChangeReallocated ChangeKind = "reallocated"
-	// ChangeRevoked: the service's addresses left the pools and no new ones
-	// could be found; the service now holds nothing and Err says why.
+	// ChangeRevoked: the service had to be re-allocated (as for
+	// ChangeReallocated) and no addresses could be found; the service now
+	// holds nothing and Err says why.
 	ChangeRevoked ChangeKind = "revoked"
 )
 
@@ -179,7 +181,7 @@ type Change struct {
 	// Left are the addresses of Old that no pool contains any more (a
 	// range was removed or shrunk, or AvoidBuggyIPs now excludes them).
 	// Empty when the service only had to move because its addresses ended
-	// up in different pools.
+	// up in different pools, or in a pool its request does not allow.
 	Left []netip.Addr
 	// Err is why re-allocation failed, for ChangeRevoked.
 	Err error
