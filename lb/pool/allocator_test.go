@@ -429,3 +429,43 @@ func TestLoggerIsOptional(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEmptyProtocolIsTCP: an empty Port.Protocol means TCP, as lb.Protocol's
+// OrTCP and Kubernetes default it, in requests and in CanShare.
+func TestEmptyProtocolIsTCP(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		holder []Port
+		req    []Port
+		rule   SharingRule // "" = may share
+	}{
+		{"empty collides with TCP", []Port{{Port: 80}}, []Port{tcp(80)}, RulePortCollision},
+		{"TCP collides with empty", []Port{tcp(80)}, []Port{{Port: 80}}, RulePortCollision},
+		{"empty collides with empty", []Port{{Port: 80}}, []Port{{Port: 80}}, RulePortCollision},
+		{"empty does not collide with UDP", []Port{{Port: 53}}, []Port{udp(53)}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := Request{Service: "h", SharingKey: "k", Ports: tc.holder}
+			r := Request{Service: "r", SharingKey: "k", Ports: tc.req}
+			err := CanShare(h, r)
+			if got := ruleOf(err); got != tc.rule {
+				t.Fatalf("CanShare: rule %q, want %q (%v)", got, tc.rule, err)
+			}
+			var se *SharingError
+			if errors.As(err, &se) && se.Port != tcp(80) {
+				t.Errorf("SharingError.Port = %v, want TCP/80", se.Port)
+			}
+			checkPair(t, h, r, tc.rule)
+		})
+	}
+	a := mustNew(t, mkPool(t, "p", "192.0.2.0/29"))
+	got := mustAlloc(t, a, Request{Service: "s", Ports: []Port{{Port: 443}, {Port: 80}}})
+	if !slices.Equal(got.Request.Ports, []Port{tcp(80), tcp(443)}) {
+		t.Errorf("stored ports %v, want TCP/80 TCP/443", got.Request.Ports)
+	}
+	_, err := a.Allocate(Request{Service: "d", Ports: []Port{{Port: 80}, tcp(80)}})
+	var ve *ValidationError
+	if !errors.As(err, &ve) || ve.Field != "request.ports[1]" {
+		t.Errorf("duplicate of an empty-protocol port: %v", err)
+	}
+}

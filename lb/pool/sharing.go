@@ -15,8 +15,8 @@ import "github.com/lbkit/lbkit/lb"
 //     identities differ, or either is empty.
 //  6. RulePortCollision: they have a Port with the same protocol and number.
 //
-// An empty TrafficPolicy counts as Cluster. The returned error's IP is zero;
-// the allocator fills it in.
+// An empty TrafficPolicy counts as Cluster and an empty Port.Protocol as
+// TCP. The returned error's IP is zero; the allocator fills it in.
 func CanShare(holder, requester Request) error {
 	if e := shareRule(&holder, &requester); e != nil {
 		return e
@@ -60,12 +60,15 @@ func shareRule(have, want *Request) *SharingError {
 }
 
 // commonPort returns the lowest port (by protocol, then number) present in
-// both lists. The lists need not be sorted; they are short.
+// both lists, an empty protocol counting as TCP. The lists need not be
+// sorted; they are short.
 func commonPort(a, b []Port) (Port, bool) {
 	var best Port
 	found := false
 	for _, x := range a {
+		x.Protocol = x.Protocol.OrTCP()
 		for _, y := range b {
+			y.Protocol = y.Protocol.OrTCP()
 			if x == y && (!found || comparePorts(x, best) < 0) {
 				best, found = x, true
 			}

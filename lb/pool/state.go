@@ -503,7 +503,9 @@ func normalize(req Request) (Request, error) {
 			Reason: fmt.Sprintf("an %s address is requested but the family is %s", extra, n.Family)}
 	}
 	sortAddrs(n.IPs)
-	for i, p := range n.Ports {
+	for i := range n.Ports {
+		n.Ports[i].Protocol = n.Ports[i].Protocol.OrTCP()
+		p := n.Ports[i]
 		field := fmt.Sprintf("request.ports[%d]", i)
 		if !p.Protocol.Valid() {
 			return Request{}, &ValidationError{Field: field + ".protocol", Value: string(p.Protocol), Reason: "must be TCP, UDP or SCTP"}

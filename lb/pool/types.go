@@ -57,12 +57,14 @@ func familiesOf(ips []netip.Addr) Family {
 
 // Port is one L4 port a service exposes on its load-balancer address.
 type Port struct {
+	// Protocol is TCP, UDP or SCTP; empty means TCP, as in lb and
+	// Kubernetes. Requests are stored with it filled in.
 	Protocol lb.Protocol
 	Port     uint16
 }
 
-// String returns "TCP/80".
-func (p Port) String() string { return string(p.Protocol) + "/" + strconv.Itoa(int(p.Port)) }
+// String returns "TCP/80" (an empty protocol shows as TCP).
+func (p Port) String() string { return string(p.Protocol.OrTCP()) + "/" + strconv.Itoa(int(p.Port)) }
 
 func comparePorts(a, b Port) int {
 	if c := cmp.Compare(a.Protocol, b.Protocol); c != 0 {
@@ -144,7 +146,8 @@ type Assignment struct {
 	// IPs are the addresses, IPv4 first.
 	IPs []netip.Addr
 	// Request is the request the assignment was made for, normalized
-	// (Family and TrafficPolicy filled in, IPs and Ports sorted). The
+	// (Family, TrafficPolicy and port protocols filled in, IPs and Ports
+	// sorted). The
 	// allocator keeps it to re-allocate the service when its addresses
 	// leave the pools.
 	Request Request
