@@ -32,6 +32,18 @@
 // whose Rule names the rule that blocked it; CanShare evaluates the rules
 // for two requests without an allocator.
 //
+// This deliberately differs from MetalLB in two corners. MetalLB compares a
+// "backend key": "" for a Cluster service and the pod selector's label
+// string for a Local one, so two Local services without a selector ("" ==
+// "") share, and so do a Cluster service and a selector-less Local one. An
+// address shared by a Local service is announced only where that service
+// has endpoints; sharing it is safe only when the other services have the
+// same endpoints, and an empty selector says nothing about the endpoints
+// (they are managed by hand or by another controller). So here an empty
+// EndpointsSelector never matches, and Cluster never shares with Local. A
+// caller that wants MetalLB's behaviour passes one fixed identity (say
+// "<none>") for selector-less Local services.
+//
 // # Configuration changes and restarts
 //
 // Allocator.SetPools swaps in a new configuration and reports, as Changes,

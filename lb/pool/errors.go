@@ -135,7 +135,7 @@ const (
 	RuleTrafficPolicy SharingRule = "traffic-policy"
 	// RuleEndpointsSelector: both use traffic policy Local but their
 	// endpoints selector identities differ (or are empty, which never
-	// matches).
+	// matches: a deliberate difference from MetalLB, see the package doc).
 	RuleEndpointsSelector SharingRule = "endpoints-selector"
 	// RulePortCollision: both services use the same protocol and port.
 	RulePortCollision SharingRule = "port-collision"

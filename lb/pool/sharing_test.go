@@ -45,7 +45,14 @@ func TestSharingRulesTable(t *testing.T) {
 		{"Local holder, Cluster requester", side{"k", local, "app=web", []Port{tcp(80)}}, side{"k", cluster, "app=web", []Port{tcp(443)}}, RuleTrafficPolicy},
 		{"both Local, same selector", side{"k", local, "app=web", []Port{tcp(80)}}, side{"k", local, "app=web", []Port{tcp(443)}}, ""},
 		{"both Local, different selectors", side{"k", local, "app=web", []Port{tcp(80)}}, side{"k", local, "app=db", []Port{tcp(443)}}, RuleEndpointsSelector},
+		// Deliberate deviations from MetalLB, whose backend keys are "" for
+		// Cluster and for Local without a selector, and compare equal (see
+		// the package doc).
 		{"both Local, no selectors", side{"k", local, "", []Port{tcp(80)}}, side{"k", local, "", []Port{tcp(443)}}, RuleEndpointsSelector},
+		{"Cluster holder, Local requester without selector", side{"k", cluster, "", []Port{tcp(80)}}, side{"k", local, "", []Port{tcp(443)}}, RuleTrafficPolicy},
+		// The opt-in to MetalLB's behaviour: one fixed identity for
+		// selector-less services.
+		{"both Local, same placeholder identity", side{"k", local, "<none>", []Port{tcp(80)}}, side{"k", local, "<none>", []Port{tcp(443)}}, ""},
 		{"both Local, requester has no selector", side{"k", local, "app=web", []Port{tcp(80)}}, side{"k", local, "", []Port{tcp(443)}}, RuleEndpointsSelector},
 		{"both Cluster, selectors differ (ignored)", side{"k", cluster, "app=web", []Port{tcp(80)}}, side{"k", cluster, "app=db", []Port{tcp(443)}}, ""},
 		{"empty policy is Cluster", side{"k", "", "", []Port{tcp(80)}}, side{"k", cluster, "", []Port{tcp(443)}}, ""},
@@ -274,4 +281,131 @@ func TestSharingErrorMessages(t *testing.T) {
 			t.Errorf("CanShare = %v, want mention of %q", err, c.want)
 		}
 	}
+}
+
+// step is one Allocate in a sharing scenario and what it must give: the
+// addresses, or the rule, holder and port of the refusal.
+type step struct {
+	req    Request
+	ips    []string
+	rule   SharingRule
+	holder string
+	port   Port
+}
+
+// TestSharingScenarios walks hand-written sequences with several holders,
+// dual-stack services and updates that change ports, checking every result
+// and, after each step, the holders of each address and the allocator's
+// invariants.
+func TestSharingScenarios(t *testing.T) {
+	k := func(svc string, ports ...Port) Request { return Request{Service: svc, SharingKey: "k", Ports: ports} }
+	dual := func(r Request) Request { r.Family = DualStack; return r }
+	pin := func(r Request, ips ...string) Request { r.IPs = addrs(ips...); return r }
+	v6 := func(r Request) Request { r.Family = IPv6; return r }
+	for _, sc := range []struct {
+		name  string
+		steps []step
+		// holders lists, at the end, the holders of each address.
+		holders map[string][]string
+	}{
+		{
+			name: "several holders: the first holder in name order that blocks is named",
+			steps: []step{
+				{req: k("a", tcp(80)), ips: []string{"192.0.2.0"}},
+				{req: k("b", tcp(443)), ips: []string{"192.0.2.0"}},
+				{req: k("c", udp(53)), ips: []string{"192.0.2.0"}},
+				// Collides with b only.
+				{req: pin(k("d", tcp(443)), "192.0.2.0"), rule: RulePortCollision, holder: "b", port: tcp(443)},
+				// Collides with a and c: a comes first.
+				{req: pin(k("e", udp(53), tcp(80)), "192.0.2.0"), rule: RulePortCollision, holder: "a", port: tcp(80)},
+				// Another key: refused by the first holder.
+				{req: pin(Request{Service: "f", SharingKey: "j", Ports: []Port{tcp(8080)}}, "192.0.2.0"), rule: RuleKeyMismatch, holder: "a"},
+				// Compatible with all three: joins.
+				{req: k("g", tcp(8080)), ips: []string{"192.0.2.0"}},
+				// d, placed automatically, gets an address of its own.
+				{req: k("d", tcp(443)), ips: []string{"192.0.2.1"}},
+			},
+			holders: map[string][]string{"192.0.2.0": {"a", "b", "c", "g"}, "192.0.2.1": {"d"}},
+		},
+		{
+			name: "dual-stack: each family is shared on its own",
+			steps: []step{
+				{req: dual(k("a", tcp(80))), ips: []string{"192.0.2.0", "2001:db8::"}},
+				// Shares both addresses.
+				{req: dual(k("b", tcp(443))), ips: []string{"192.0.2.0", "2001:db8::"}},
+				// An IPv6-only service joins the IPv6 address.
+				{req: v6(k("c", tcp(8443))), ips: []string{"2001:db8::"}},
+				// Collides on both: two new addresses.
+				{req: dual(k("d", tcp(80))), ips: []string{"192.0.2.1", "2001:db8::1"}},
+				// Pinning the shared IPv6 address with a colliding port names
+				// the IPv6 holder that blocks.
+				{req: pin(v6(k("e", tcp(8443))), "2001:db8::"), rule: RulePortCollision, holder: "c", port: tcp(8443)},
+				// Free on IPv4 .0 (8443 is only used on IPv6), taken on
+				// IPv6 ::0 by c: IPv4 joins .0, IPv6 joins d's ::1.
+				{req: dual(k("e", tcp(8443))), ips: []string{"192.0.2.0", "2001:db8::1"}},
+			},
+			holders: map[string][]string{
+				"192.0.2.0": {"a", "b", "e"}, "2001:db8::": {"a", "b", "c"},
+				"192.0.2.1": {"d"}, "2001:db8::1": {"d", "e"},
+			},
+		},
+		{
+			name: "updates that change ports",
+			steps: []step{
+				{req: k("a", tcp(80)), ips: []string{"192.0.2.0"}},
+				{req: k("b", tcp(443)), ips: []string{"192.0.2.0"}},
+				// a moves to b's port: refused, a keeps TCP/80.
+				{req: k("a", tcp(443)), rule: RulePortCollision, holder: "b", port: tcp(443)},
+				{req: pin(k("c", tcp(80)), "192.0.2.0"), rule: RulePortCollision, holder: "a", port: tcp(80)},
+				// a adds a port nobody uses: kept in place, ports updated.
+				{req: k("a", tcp(80), tcp(8080)), ips: []string{"192.0.2.0"}},
+				{req: pin(k("c", tcp(8080)), "192.0.2.0"), rule: RulePortCollision, holder: "a", port: tcp(8080)},
+				// a gives up TCP/80: c may now take it on the shared address.
+				{req: k("a", tcp(8080)), ips: []string{"192.0.2.0"}},
+				{req: k("c", tcp(80)), ips: []string{"192.0.2.0"}},
+				// b changes its port to one a holds: refused, b keeps 443.
+				{req: k("b", udp(53), tcp(8080)), rule: RulePortCollision, holder: "a", port: tcp(8080)},
+				{req: pin(k("d", tcp(443)), "192.0.2.0"), rule: RulePortCollision, holder: "b", port: tcp(443)},
+			},
+			holders: map[string][]string{"192.0.2.0": {"a", "b", "c"}},
+		},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			a := mustNew(t, mkPool(t, "p", "192.0.2.0/29", "2001:db8::/125"))
+			for i, st := range sc.steps {
+				before, hadBefore := a.Assignment(st.req.Service)
+				got, err := a.Allocate(st.req)
+				if st.rule != "" {
+					var se *SharingError
+					if !errors.As(err, &se) || se.Rule != st.rule || se.Holder != st.holder || se.Port != st.port {
+						t.Fatalf("step %d %+v: err %v, want rule %s by %q on %v", i, st.req, err, st.rule, st.holder, st.port)
+					}
+					// A refused request changes nothing.
+					after, hasAfter := a.Assignment(st.req.Service)
+					if hadBefore != hasAfter || !slices.Equal(before.IPs, after.IPs) || !slices.Equal(before.Request.Ports, after.Request.Ports) {
+						t.Fatalf("step %d: refused request changed %s from %+v to %+v", i, st.req.Service, before, after)
+					}
+				} else {
+					if err != nil {
+						t.Fatalf("step %d %+v: %v", i, st.req, err)
+					}
+					if !slices.Equal(got.IPs, addrs(st.ips...)) || !slices.Equal(got.Request.Ports, sortedPorts(st.req.Ports)) {
+						t.Fatalf("step %d %+v: got %v ports %v, want %v", i, st.req, got.IPs, got.Request.Ports, st.ips)
+					}
+				}
+				checkInvariants(t, a)
+			}
+			for addr, want := range sc.holders {
+				if got := a.Holders(ip(addr)); !slices.Equal(got, want) {
+					t.Errorf("holders of %s = %v, want %v", addr, got, want)
+				}
+			}
+		})
+	}
+}
+
+func sortedPorts(ps []Port) []Port {
+	out := slices.Clone(ps)
+	slices.SortFunc(out, comparePorts)
+	return out
 }

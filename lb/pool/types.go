@@ -127,7 +127,9 @@ type Request struct {
 	// EndpointsSelector is a caller-chosen identity of the service's
 	// endpoints (for Kubernetes, the pod selector in canonical form). Two
 	// Local services may share an address only when both identities are
-	// non-empty and equal. It is ignored for Cluster services.
+	// non-empty and equal; unlike MetalLB, two selector-less Local services
+	// do not share (see the package doc for why, and how to opt in). It is
+	// ignored for Cluster services.
 	EndpointsSelector string
 }
 
