@@ -469,3 +469,26 @@ func TestEmptyProtocolIsTCP(t *testing.T) {
 		t.Errorf("duplicate of an empty-protocol port: %v", err)
 	}
 }
+
+func TestFamilyConversions(t *testing.T) {
+	for _, tc := range []struct {
+		in   []lb.IPFamily
+		want Family
+		back []lb.IPFamily
+	}{
+		{nil, 0, nil},
+		{[]lb.IPFamily{lb.IPv4}, IPv4, []lb.IPFamily{lb.IPv4}},
+		{[]lb.IPFamily{lb.IPv6}, IPv6, []lb.IPFamily{lb.IPv6}},
+		{[]lb.IPFamily{lb.IPv6, lb.IPv4}, DualStack, []lb.IPFamily{lb.IPv4, lb.IPv6}},
+		{[]lb.IPFamily{"IPv5", lb.IPv4, lb.IPv4}, IPv4, []lb.IPFamily{lb.IPv4}},
+	} {
+		got := FamilyFromIPFamilies(tc.in...)
+		if got != tc.want || !slices.Equal(got.IPFamilies(), tc.back) {
+			t.Errorf("FamilyFromIPFamilies(%v) = %v (%v), want %v (%v)", tc.in, got, got.IPFamilies(), tc.want, tc.back)
+		}
+	}
+	s := &lb.Service{ClusterIPs: addrs("2001:db8::1", "198.51.100.1")}
+	if FamilyFromIPFamilies(s.Families()...) != DualStack {
+		t.Error("a dual-stack lb.Service is not DualStack")
+	}
+}

@@ -20,7 +20,9 @@
 // annotation for dual-stack), a pool by name (metallb.io/address-pool), or
 // neither, in which case the first pool in configuration order that allows
 // automatic assignment and has room is used. A DualStack request gets one
-// IPv4 and one IPv6 address from the same pool.
+// IPv4 and one IPv6 address from the same pool. Request.Family is a Family
+// bitmask (IPv4, IPv6, DualStack), not lb.IPFamily; FamilyFromIPFamilies
+// turns a Service's lb families into one.
 //
 // # Sharing
 //
@@ -56,7 +58,8 @@
 // # Errors
 //
 // Malformed input gives a *ValidationError (errors.Is ErrInvalid) with the
-// field path. Allocation failures are *AllocationError wrapping
+// field path of the first problem found (lb's ValidationError lists every
+// problem; see ValidationError for why this one does not). Allocation failures are *AllocationError wrapping
 // ErrPoolExhausted, ErrNotInPool, ErrUnknownPool or a *SharingError
 // (errors.Is ErrAddressInUse). Nothing is changed by a call that fails.
 //

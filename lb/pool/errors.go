@@ -32,6 +32,14 @@ var (
 
 // ValidationError reports malformed input: a pool configuration, a range or
 // a request. It matches ErrInvalid.
+//
+// Unlike lb's *ValidationError, which lists every problem of a Service, it
+// reports the first problem found, with its field path: pool inputs are
+// small (one request, one pool list), each call checks one of them, and
+// nothing is applied when it fails, so fixing and retrying is cheap.
+// Callers that handle both packages' errors can test errors.Is(err,
+// lb.ErrInvalid) or errors.Is(err, pool.ErrInvalid); the two sentinels are
+// distinct.
 type ValidationError struct {
 	// Field is the path of the offending field, e.g. "pools[1].ranges[0]",
 	// "request.ports[2]" or "range".

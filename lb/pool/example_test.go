@@ -137,3 +137,12 @@ func ExampleAllocator_Restore() {
 	// shop/old [] [198.51.100.9] true
 	// [192.0.2.0]
 }
+
+func ExampleFamilyFromIPFamilies() {
+	// A dual-stack lb.Service asks for one address of each of its families.
+	svc := &lb.Service{ClusterIPs: []netip.Addr{netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("2001:db8::1")}}
+	fam := pool.FamilyFromIPFamilies(svc.Families()...)
+	fmt.Println(fam, fam.IPFamilies())
+	// Output:
+	// DualStack [IPv4 IPv6]
+}

@@ -9,15 +9,48 @@ import (
 	"github.com/lbkit/lbkit/lb"
 )
 
-// Family is a set of IP address families a service wants addresses for.
+// Family is a set of IP address families a service wants addresses for: a
+// bitmask (IPv4, IPv6 or DualStack). It is not lb.IPFamily, which names ONE
+// family as a string ("IPv4", as in spec.ipFamilies): pool.IPv4 and lb.IPv4
+// are different types and do not mix (the compiler says so).
+// FamilyFromIPFamilies and IPFamilies convert between the two.
 type Family uint8
 
-// The families a Request may ask for.
+// The families a Request may ask for. These are pool.Family bits, not the
+// lb.IPFamily values of the same names.
 const (
 	IPv4      Family        = 1 << iota // one IPv4 address
 	IPv6                                // one IPv6 address
 	DualStack = IPv4 | IPv6             // one address of each family
 )
+
+// FamilyFromIPFamilies returns the set of the given lb families, for
+// example a Service's Families(): [IPv4 IPv6] gives DualStack. Invalid
+// families are ignored.
+func FamilyFromIPFamilies(fams ...lb.IPFamily) Family {
+	var f Family
+	for _, x := range fams {
+		switch x {
+		case lb.IPv4:
+			f |= IPv4
+		case lb.IPv6:
+			f |= IPv6
+		}
+	}
+	return f
+}
+
+// IPFamilies returns the lb families in f, IPv4 first.
+func (f Family) IPFamilies() []lb.IPFamily {
+	var out []lb.IPFamily
+	if f&IPv4 != 0 {
+		out = append(out, lb.IPv4)
+	}
+	if f&IPv6 != 0 {
+		out = append(out, lb.IPv6)
+	}
+	return out
+}
 
 // String returns "IPv4", "IPv6", "DualStack" or "Family(n)".
 func (f Family) String() string {
