@@ -284,8 +284,11 @@ func (a *Allocator) SetPools(pools []AddressPool) ([]Change, error) {
 //
 // An item whose addresses are not all in the configured pools is not
 // restored: its result lists them in NotInPool and its Err wraps
-// ErrNotInPool, and the service holds nothing. Results are returned in item
-// order.
+// ErrNotInPool, and the service keeps what it held before (nothing after a
+// restart). Neither is an item whose
+// addresses are all in pools but in two different ones: its Err wraps
+// ErrNotInPool too, with NotInPool empty (see RestoreResult.Err). Results
+// are returned in item order.
 func (a *Allocator) Restore(items []Assignment) []RestoreResult {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -19,7 +19,9 @@ var (
 	ErrPoolExhausted = errors.New("no free address")
 
 	// ErrNotInPool means a requested or restored address is in no pool, is
-	// in a different pool than requested, or is excluded by avoidBuggyIPs.
+	// in a different pool than requested or than the service's other
+	// address (one assignment's addresses come from one pool), or is
+	// excluded by avoidBuggyIPs.
 	ErrNotInPool = errors.New("address not in any eligible pool")
 
 	// ErrUnknownPool means a request named a pool that is not configured.

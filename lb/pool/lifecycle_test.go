@@ -400,3 +400,23 @@ func TestSetPoolsRequestNoLongerFits(t *testing.T) {
 		})
 	}
 }
+
+// TestRestoreAddressesInTwoPools: a dual-stack item whose two addresses
+// now lie in two pools is not restored. Both addresses are in pools, so
+// NotInPool is empty; Err wraps ErrNotInPool and names the address that is
+// in the other pool, as the RestoreResult doc says.
+func TestRestoreAddressesInTwoPools(t *testing.T) {
+	a := mustNew(t, mkPool(t, "v4", "192.0.2.0/24"), mkPool(t, "v6", "2001:db8::/64"))
+	res := a.Restore([]Assignment{{Service: "d", IPs: addrs("2001:db8::9", "192.0.2.9"), Request: Request{Family: DualStack}}})
+	r := res[0]
+	if len(r.NotInPool) != 0 || len(r.Assignment.IPs) != 0 {
+		t.Fatalf("result = %+v", r)
+	}
+	ae := wantAllocErr(t, r.Err, ErrNotInPool)
+	if ae.IP != ip("2001:db8::9") || ae.Pool != "v6" || !strings.Contains(ae.Detail, `pool "v4"`) {
+		t.Fatalf("error %+v does not name the address in the other pool", ae)
+	}
+	if _, ok := a.Assignment("d"); ok || a.Holders(ip("192.0.2.9")) != nil || a.Holders(ip("2001:db8::9")) != nil {
+		t.Fatal("a service that was not restored holds addresses")
+	}
+}

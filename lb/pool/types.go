@@ -233,13 +233,21 @@ type RestoreResult struct {
 	Assignment Assignment
 	// NotInPool lists the addresses of the restored assignment that no
 	// configured pool contains. When it is non-empty the service was not
-	// restored (Err wraps ErrNotInPool) and holds nothing: the allocator
-	// does not own such addresses. The caller decides whether to keep
+	// restored (Err wraps ErrNotInPool): the allocator does not own such
+	// addresses. The caller decides whether to keep
 	// announcing them or to call Allocate, which gives new addresses.
 	NotInPool []netip.Addr
-	// Err is why the assignment was not restored: ErrNotInPool, a
-	// *SharingError (it conflicts with an assignment restored or made
-	// earlier) or a *ValidationError.
+	// Err is why the assignment was not restored; the service then keeps
+	// what it held before the call (nothing, right after a restart):
+	//   - an *AllocationError wrapping ErrNotInPool, either because
+	//     NotInPool is non-empty (its IP is NotInPool[0]), or because every
+	//     address is in a pool but not the same one (a dual-stack item
+	//     whose families now live in two pools; one assignment's addresses
+	//     come from one pool). In that second case NotInPool is empty and
+	//     the error's IP and Pool name the address in the other pool;
+	//   - an *AllocationError wrapping a *SharingError: it conflicts with
+	//     an assignment restored or made earlier;
+	//   - a *ValidationError.
 	Err error
 }
 
