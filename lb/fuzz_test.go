@@ -222,9 +222,12 @@ func FuzzValidateService(f *testing.F) {
 				t.Fatalf("%s/%s: resolved accessible=%v policy=%s, the Service says %v %s", p.Name, p.Family,
 					p.ExternallyAccessible, p.ExternalPolicy, s.PortExternallyAccessible(sp, p.Family), s.ExternalPolicy(sp, p.Family))
 			}
-			for _, fe := range p.Frontends {
+			for k, fe := range p.Frontends {
 				if fe.Kind != FrontendNodePort && !p.Family.Matches(fe.Addr) {
 					t.Fatalf("%s frontend %s in family %s", fe.Kind, fe.Addr, p.Family)
+				}
+				if slices.ContainsFunc(p.Frontends[:k], func(o Frontend) bool { return o.Kind == fe.Kind && o.Addr == fe.Addr }) {
+					t.Fatalf("frontend %+v repeated in %+v", fe, p.Frontends)
 				}
 			}
 			sel := p.Endpoints

@@ -150,7 +150,8 @@ type ResolvedPort struct {
 	TargetPort TargetPort
 	// Frontends lists every address of this family the port receives
 	// traffic on: the cluster IP, the node port, the external IPs and the
-	// load-balancer IPs (both ipModes; see Frontend.Intercept).
+	// load-balancer IPs (both ipModes; see Frontend.Intercept), each
+	// address once per kind, in the order the Service lists them.
 	Frontends []Frontend
 	// RestrictSources reports that the service has load-balancer source
 	// ranges; then only SourceRanges (those of this family) may reach the
@@ -277,11 +278,15 @@ func (r *Resolver) resolvePort(svc *Service, p ServicePort, clusterIP netip.Addr
 	if p.NodePort != 0 {
 		rp.Frontends = append(rp.Frontends, Frontend{Kind: FrontendNodePort, Port: p.NodePort})
 	}
-	for _, ip := range FilterAddrs(svc.ExternalIPs, fam) {
-		rp.Frontends = append(rp.Frontends, Frontend{Kind: FrontendExternalIP, Addr: ip, Port: p.Port})
+	// Addresses of this family only, each once (Kubernetes accepts a
+	// repeated one; the first listing wins).
+	for _, ip := range svc.ExternalIPs {
+		if fam.Matches(ip) && !hasFrontend(rp.Frontends, FrontendExternalIP, ip) {
+			rp.Frontends = append(rp.Frontends, Frontend{Kind: FrontendExternalIP, Addr: ip, Port: p.Port})
+		}
 	}
 	for _, ing := range svc.LoadBalancerIngress {
-		if fam.Matches(ing.IP) {
+		if fam.Matches(ing.IP) && !hasFrontend(rp.Frontends, FrontendLoadBalancer, ing.IP) {
 			rp.Frontends = append(rp.Frontends, Frontend{Kind: FrontendLoadBalancer, Addr: ing.IP, Port: p.Port, IPMode: ing.EffectiveIPMode()})
 		}
 	}
@@ -295,6 +300,11 @@ func (r *Resolver) resolvePort(svc *Service, p ServicePort, clusterIP netip.Addr
 	}
 	rp.Endpoints = r.selectEndpoints(svc, &rp, p, fam, endpoints)
 	return rp
+}
+
+// hasFrontend reports whether fs has a frontend of kind k on addr.
+func hasFrontend(fs []Frontend, k FrontendKind, addr netip.Addr) bool {
+	return slices.ContainsFunc(fs, func(f Frontend) bool { return f.Kind == k && f.Addr == addr })
 }
 
 // selectEndpoints implements Kubernetes' endpoint categorisation (the rules

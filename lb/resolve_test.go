@@ -676,6 +676,34 @@ func TestResolveDuplicateEndpoints(t *testing.T) {
 	}
 }
 
+// TestResolveRepeatedFrontendAddresses: Kubernetes does not reject an
+// external IP listed twice, nor a load-balancer status that repeats an IP;
+// each address gives one frontend (the first listing wins, ipMode
+// included).
+func TestResolveRepeatedFrontendAddresses(t *testing.T) {
+	s := svc4(func(s *Service) {
+		s.Type = ServiceTypeLoadBalancer
+		s.ExternalIPs = []netip.Addr{a4("203.0.113.5"), a4("203.0.113.6"), a4("203.0.113.5")}
+		s.LoadBalancerIngress = []LoadBalancerIngress{
+			{IP: a4("203.0.113.7"), IPMode: IPModeProxy}, {IP: a4("203.0.113.8")}, {IP: a4("203.0.113.7"), IPMode: IPModeVIP},
+		}
+	})
+	if err := s.Validate(); err != nil {
+		t.Fatalf("Kubernetes accepts repeated addresses: %v", err)
+	}
+	rp := resolveOne(t, s, []Endpoint{ep("192.0.2.1", "a", "", "ready")}, Node{Name: "a"})
+	want := []Frontend{
+		{Kind: FrontendClusterIP, Addr: a4("198.51.100.1"), Port: 80},
+		{Kind: FrontendExternalIP, Addr: a4("203.0.113.5"), Port: 80},
+		{Kind: FrontendExternalIP, Addr: a4("203.0.113.6"), Port: 80},
+		{Kind: FrontendLoadBalancer, Addr: a4("203.0.113.7"), Port: 80, IPMode: IPModeProxy},
+		{Kind: FrontendLoadBalancer, Addr: a4("203.0.113.8"), Port: 80, IPMode: IPModeVIP},
+	}
+	if !slices.Equal(rp.Frontends, want) {
+		t.Errorf("frontends\n got %+v\nwant %+v", rp.Frontends, want)
+	}
+}
+
 // TestResolveIgnoresAddressesOfAMissingFamily: an external IP or a VIP-mode
 // ingress IP of a family the service has no cluster IP for is accepted, as
 // Kubernetes accepts it, and left out of the resolution, as kube-proxy

@@ -140,10 +140,11 @@ func (s *Service) Validate() error { return ValidateService(s, ValidateOptions{}
 
 // ValidateService checks every field of s and returns a *ValidationError
 // listing every problem, or nil. Among the rules: DNS names, at most one
-// cluster IP per family, unicast external and load-balancer IPs without
-// repeats (of any family: an address of a family the service has no cluster
-// IP for is accepted, as Kubernetes accepts it, and Resolve ignores it, as
-// kube-proxy does), canonical source-range CIDRs on LoadBalancer services
+// cluster IP per family, unicast external and load-balancer IPs (of any
+// family, and repeats allowed: Kubernetes accepts both; Resolve ignores an
+// address of a family the service has no cluster IP for, as kube-proxy
+// does, and programs a repeated one once), canonical source-range CIDRs on
+// LoadBalancer services
 // only, ingress IPs (and so ipModes) on LoadBalancer services only, port
 // names unique and required with several ports, ports 1-65535, unique
 // port/protocol pairs, node ports in range and unique, affinity timeout
@@ -216,24 +217,19 @@ func validateClusterIPs(e *errs, s *Service, typ ServiceType) {
 }
 
 // validateExternal checks external IPs, ingress IPs and source ranges. An
-// address of a family the service has no cluster IP for is not a problem:
-// Kubernetes accepts it and kube-proxy (like Resolve) ignores it.
+// address of a family the service has no cluster IP for is not a problem,
+// nor is an address listed twice: Kubernetes accepts both, and kube-proxy
+// (like Resolve) ignores the first and programs the second once.
 func validateExternal(e *errs, s *Service, typ ServiceType) {
-	seen := map[netip.Addr]int{}
 	for i, ip := range s.ExternalIPs {
 		f := idx("spec.externalIPs", i)
 		if !checkServiceAddr(e, f, ip) {
 			continue
 		}
-		if j, dup := seen[ip]; dup {
-			e.add(f, ErrorTypeDuplicate, "%s repeats spec.externalIPs[%d]", ip, j)
-		}
-		seen[ip] = i
 		if len(s.ClusterIPs) == 0 {
 			e.add(f, ErrorTypeForbidden, "a headless service (no cluster IP) cannot have external IPs")
 		}
 	}
-	seenIng := map[netip.Addr]int{}
 	for i, ing := range s.LoadBalancerIngress {
 		f := idx("status.loadBalancer.ingress", i)
 		if typ != ServiceTypeLoadBalancer {
@@ -248,13 +244,7 @@ func validateExternal(e *errs, s *Service, typ ServiceType) {
 		if mode != IPModeVIP && mode != IPModeProxy {
 			e.add(f+".ipMode", ErrorTypeNotSupported, "%q is not one of VIP, Proxy", ing.IPMode)
 		}
-		if !checkServiceAddr(e, f+".ip", ing.IP) {
-			continue
-		}
-		if j, dup := seenIng[ing.IP]; dup {
-			e.add(f+".ip", ErrorTypeDuplicate, "%s repeats status.loadBalancer.ingress[%d]", ing.IP, j)
-		}
-		seenIng[ing.IP] = i
+		checkServiceAddr(e, f+".ip", ing.IP)
 	}
 	for i, p := range s.LoadBalancerSourceRanges {
 		f := idx("spec.loadBalancerSourceRanges", i)
