@@ -113,17 +113,26 @@ func Compile(cfg Config, services []ServiceEndpoints) (*Plan, error) {
 		}
 		for _, rp := range ports {
 			port := Port{ResolvedPort: rp, Key: rp.Name.Key()}
+			// One address can be both an external IP and a load-balancer
+			// IP of the same port: keep its first frontend only, so that
+			// no engine is asked to program the same address twice.
+			frontends := rp.Frontends[:0:0]
 			for _, f := range rp.Frontends {
 				if !f.Intercept() {
+					frontends = append(frontends, f)
 					continue
 				}
 				claim := claimKey{addr: f.Addr, port: f.Port, proto: rp.Name.Protocol, nodePort: f.Kind == lb.FrontendNodePort, fam: rp.Family}
-				if first, ok := claims[claim]; ok && first != port.Key {
-					problems = append(problems, &ConflictError{Frontend: claim.String(), First: first, Second: port.Key})
+				if first, ok := claims[claim]; ok {
+					if first != port.Key {
+						problems = append(problems, &ConflictError{Frontend: claim.String(), First: first, Second: port.Key})
+					}
 					continue
 				}
 				claims[claim] = port.Key
+				frontends = append(frontends, f)
 			}
+			port.Frontends = frontends
 			plan.Ports = append(plan.Ports, port)
 		}
 	}

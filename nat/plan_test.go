@@ -117,3 +117,27 @@ func TestCompileNodePortConflictAndProxyModeIPs(t *testing.T) {
 		t.Fatalf("proxy-mode IPs conflicted: %v", err)
 	}
 }
+
+func TestCompileKeepsOneFrontendPerAddress(t *testing.T) {
+	svc := clusterIPService("default", "both", "198.51.100.10", 80, "192.0.2.10")
+	svc.Service.Type = lb.ServiceTypeLoadBalancer
+	svc.Service.Ports[0].NodePort = 30080
+	svc.Service.ExternalIPs = []netip.Addr{ip("203.0.113.5")}
+	svc.Service.LoadBalancerIngress = []lb.LoadBalancerIngress{{IP: ip("203.0.113.5")}}
+	plan, err := Compile(Config{}, []ServiceEndpoints{svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range plan.Ports[0].Frontends {
+		if f.Addr == ip("203.0.113.5") {
+			n++
+			if f.Kind != lb.FrontendExternalIP {
+				t.Errorf("kept the %s frontend, want the first (external IP)", f.Kind)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("203.0.113.5 appears in %d frontends, want 1", n)
+	}
+}
