@@ -198,21 +198,26 @@ func (c *Checker) Remove(id string) error {
 // change applies f to the entry with the given ID under the lock, then
 // closes the prober f returns.
 func (c *Checker) change(id string, f func(*entry) prober) error {
-	c.mu.Lock()
-	if c.state == closed {
-		c.mu.Unlock()
-		return ErrClosed
+	unused, err := c.changeLocked(id, f)
+	if err != nil {
+		return err
 	}
-	e, ok := c.targets[id]
-	if !ok {
-		c.mu.Unlock()
-		return fmt.Errorf("%w: %q", ErrNotFound, id)
-	}
-	unused := f(e)
-	c.mu.Unlock()
 	closeProber(unused)
 	c.poke()
 	return nil
+}
+
+func (c *Checker) changeLocked(id string, f func(*entry) prober) (prober, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == closed {
+		return nil, ErrClosed
+	}
+	e, ok := c.targets[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return f(e), nil
 }
 
 // Sync makes the registered targets exactly targets, in one step: targets
@@ -232,12 +237,24 @@ func (c *Checker) Sync(targets []Target) error {
 		}
 		want[nt.ID] = nt
 	}
-	var unused []prober
-	c.mu.Lock()
-	if c.state == closed {
-		c.mu.Unlock()
-		return ErrClosed
+	unused, err := c.syncLocked(want)
+	if err != nil {
+		return err
 	}
+	for _, p := range unused {
+		closeProber(p)
+	}
+	c.poke()
+	return nil
+}
+
+func (c *Checker) syncLocked(want map[string]Target) ([]prober, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == closed {
+		return nil, ErrClosed
+	}
+	var unused []prober
 	for id, e := range c.targets {
 		if _, keep := want[id]; !keep {
 			unused = append(unused, c.removeLocked(e))
@@ -250,12 +267,7 @@ func (c *Checker) Sync(targets []Target) error {
 			c.addLocked(nt)
 		}
 	}
-	c.mu.Unlock()
-	for _, p := range unused {
-		closeProber(p)
-	}
-	c.poke()
-	return nil
+	return unused, nil
 }
 
 // Status returns the status of the target with the given ID, or an error
@@ -378,7 +390,9 @@ func (c *Checker) updateLocked(e *entry, nt Target) prober {
 	old := e.p
 	e.t = nt
 	e.p = nt.Check.newProber(&c.sh)
-	if !e.running {
+	// e is queued unless its check is running or Run is stopping (a check
+	// that ended after Run's context was done is not queued again).
+	if e.idx >= 0 {
 		now := c.clock.Now()
 		if e.due.After(now.Add(nt.Interval)) {
 			e.due = c.firstDue(now, nt.Interval)
@@ -406,7 +420,9 @@ func (c *Checker) removeLocked(e *entry) prober {
 		}
 		return e.p
 	}
-	heap.Remove(&c.queue, e.idx)
+	if e.idx >= 0 { // not queued once Run is stopping
+		heap.Remove(&c.queue, e.idx)
+	}
 	return e.p
 }
 

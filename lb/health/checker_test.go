@@ -773,3 +773,138 @@ func TestTimeoutStartsWhenTheCheckRuns(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 }
+
+// TestChangesWhileRunStops: after Run's context is cancelled, Run waits for
+// the running checks; a target whose check already ended is then in no
+// queue. Remove, Update and Sync of it in that window must work, and Run
+// must still return.
+func TestChangesWhileRunStops(t *testing.T) {
+	for _, op := range []string{"Remove", "Update", "Sync"} {
+		t.Run(op, func(t *testing.T) {
+			c := New(Options{})
+			started := make(chan string, 2)
+			release := make(chan struct{})
+			hold := func(id string, wait bool) Func {
+				return func(ctx context.Context) error {
+					started <- id
+					<-ctx.Done()
+					if wait { // slow to notice: keeps Run waiting
+						<-release
+					}
+					return ctx.Err()
+				}
+			}
+			slow := Target{ID: "slow", Check: hold("slow", true), Interval: time.Millisecond, Timeout: time.Hour}
+			quick := Target{ID: "quick", Check: hold("quick", false), Interval: time.Millisecond, Timeout: time.Hour}
+			for _, tg := range []Target{slow, quick} {
+				if err := c.Add(tg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }()
+			<-started
+			<-started
+			cancel()
+			waitFor(t, "the quick check to end", func() bool { return c.Stats().InFlight == 1 })
+			var err error
+			switch op {
+			case "Remove":
+				err = c.Remove("quick")
+			case "Update":
+				quick.Interval = 2 * time.Millisecond
+				quick.Check = hold("quick", false)
+				err = c.Update(quick)
+			case "Sync":
+				err = c.Sync([]Target{slow})
+			}
+			if err != nil && !errors.Is(err, ErrClosed) {
+				t.Errorf("%s while Run stops: %v", op, err)
+			}
+			close(release)
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("Run did not return")
+			}
+		})
+	}
+}
+
+// TestConcurrentChangesAndCancel hammers Add, Update, Remove and Sync from
+// several goroutines while checks run and while Run stops (run it with
+// -race).
+func TestConcurrentChangesAndCancel(t *testing.T) {
+	for round := 0; round < 5; round++ {
+		c := New(Options{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		check := func(d time.Duration) Func {
+			return func(ctx context.Context) error {
+				select {
+				case <-ctx.Done():
+				case <-time.After(d):
+				}
+				return nil
+			}
+		}
+		go func() { done <- c.Run(ctx) }()
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					id := fmt.Sprint("t", (g*7+i)%20)
+					tg := Target{ID: id, Check: check(time.Duration(i%3) * time.Millisecond), Interval: time.Millisecond, Timeout: time.Duration(1+i%50) * time.Millisecond}
+					var err error
+					switch i % 5 {
+					case 0:
+						err = c.Add(tg)
+					case 1:
+						err = c.Update(tg)
+					case 2:
+						err = c.Remove(id)
+					case 3:
+						var ts []Target
+						for k := 0; k < 20; k += 1 + i%3 {
+							ts = append(ts, Target{ID: fmt.Sprint("t", k), Check: tg.Check, Interval: time.Millisecond})
+						}
+						err = c.Sync(ts)
+					case 4:
+						_ = c.Snapshot()
+						_ = c.Stats()
+					}
+					if err != nil && !errors.Is(err, ErrExists) && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrClosed) {
+						t.Errorf("%v", err)
+					}
+					if i%64 == 0 {
+						time.Sleep(100 * time.Microsecond)
+					}
+				}
+			}()
+		}
+		time.Sleep(30 * time.Millisecond) // let checks run while the changes go on
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("Run did not return")
+		}
+		close(stop)
+		wg.Wait()
+	}
+}
