@@ -108,10 +108,12 @@ func (p *tcpProber) probe(ctx context.Context) error {
 
 func (p *tcpProber) close() {}
 
-// Func is a check written by the caller. It passes when it returns nil.
-// It must return promptly once ctx is done (ctx carries the target's
-// Timeout and is also cancelled when the target is removed or the checker
-// stops); Run waits for it.
+// Func is a check written by the caller. It passes when it returns nil
+// within the target's Timeout. It must return promptly once ctx is done
+// (ctx carries the Timeout as its deadline and is also cancelled when the
+// target is removed or the checker stops); Run waits for it. A Func that
+// returns after the Timeout has passed fails with ErrTimeout whatever it
+// returned, nil included, as every check does.
 type Func func(ctx context.Context) error
 
 func (f Func) validate() error {

@@ -546,9 +546,16 @@ func (c *Checker) runJob(ctx context.Context, j job) {
 	err := j.p.probe(tctx)
 	latency := time.Since(t0)
 	e.stop.Store(nil)
-	// The socket deadline and the context's timer are separate timers: a
-	// probe may see "i/o timeout" an instant before ctx reports it.
-	if err != nil && (tctx.Err() == context.DeadlineExceeded || errors.Is(err, os.ErrDeadlineExceeded)) {
+	// A check that ends after its Timeout fails, whatever it returned: a
+	// Func that ignores ctx and then reports success was not healthy in
+	// time. The socket deadline and the context's timer are separate
+	// timers, so a probe may also see "i/o timeout" an instant before ctx
+	// reports it.
+	timedOut := latency >= j.timeout || tctx.Err() == context.DeadlineExceeded
+	switch {
+	case err == nil && timedOut:
+		err = fmt.Errorf("%w after %v (the check passed only after %v)", ErrTimeout, j.timeout, latency)
+	case err != nil && (timedOut || errors.Is(err, os.ErrDeadlineExceeded)):
 		err = fmt.Errorf("%w after %v: %w", ErrTimeout, j.timeout, err)
 	}
 	cancel()

@@ -908,3 +908,21 @@ func TestConcurrentChangesAndCancel(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// TestSuccessAfterTheTimeoutFails: a check that reports success only after
+// its Timeout has passed fails with ErrTimeout, whatever it returned.
+func TestSuccessAfterTheTimeoutFails(t *testing.T) {
+	const timeout = 20 * time.Millisecond
+	h := newHarness(t, false, Options{})
+	h.add(Target{ID: "late", Interval: time.Second, Timeout: timeout, Rise: 1, Fall: 1, Check: Func(func(ctx context.Context) error {
+		<-ctx.Done() // ignores the deadline, then claims success
+		return nil
+	})})
+	down := h.await("late", StateDown)
+	if !errors.Is(down.Err, ErrTimeout) || down.Latency < timeout {
+		t.Errorf("down with %v after %v, want ErrTimeout after at least %v", down.Err, down.Latency, timeout)
+	}
+	if st := h.status("late"); st.State != StateDown || !errors.Is(st.LastErr, ErrTimeout) {
+		t.Errorf("status %+v", st)
+	}
+}

@@ -69,7 +69,8 @@ type Target struct {
 	Interval time.Duration
 	// Timeout bounds one check (default the smaller of DefaultTimeout and
 	// Interval), counted from when a worker starts it. A check that has not
-	// succeeded by then fails with ErrTimeout.
+	// succeeded by then fails with ErrTimeout, even if it reports success
+	// afterwards.
 	Timeout time.Duration
 	// Rise is how many consecutive successes move a down target up
 	// (default DefaultRise).
