@@ -721,6 +721,8 @@ func TestTargetValidation(t *testing.T) {
 		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Host: "a\r\nX-Evil: 1"}}, "Check.Host"},
 		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Header: map[string][]string{"X": {"a\nb"}}}}, "Check.Header"},
 		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Expect: StatusSet{{300, 200}}}}, "Check.Expect"},
+		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Expect: StatusSet{}}}, "Check.Expect"},
+		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Expect: Statuses(200, 99)}}, "Check.Expect"},
 		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), InsecureSkipVerify: true}}, "Check.InsecureSkipVerify"},
 	}
 	for _, tc := range tests {

@@ -17,7 +17,8 @@ type StatusRange struct {
 // StatusSet is a set of HTTP status codes that an HTTP check accepts, as
 // inclusive ranges. The nil set means the default, 200-399: the success and
 // redirection classes, as Kubernetes' HTTP probes and HAProxy's http-check
-// accept.
+// accept. An empty non-nil set would accept nothing, so that a target could
+// never go up: validation rejects it.
 type StatusSet []StatusRange
 
 // defaultStatusSet is what the nil StatusSet stands for. Never modified.
@@ -26,10 +27,13 @@ var defaultStatusSet = StatusSet{{200, 399}}
 // ErrStatusSet is wrapped by ParseStatusSet's errors.
 var ErrStatusSet = errors.New("health: invalid status set")
 
-// Statuses returns the set of exactly the given codes.
-func Statuses(codes ...int) StatusSet {
-	s := make(StatusSet, 0, len(codes))
-	for _, c := range codes {
+// Statuses returns the set of exactly the given codes. It takes at least
+// one code, because a set of none would accept no response; codes outside
+// 100..599 are rejected when the check is validated.
+func Statuses(code int, more ...int) StatusSet {
+	s := make(StatusSet, 0, 1+len(more))
+	s = append(s, StatusRange{code, code})
+	for _, c := range more {
 		s = append(s, StatusRange{c, c})
 	}
 	return s.normalize()
@@ -82,8 +86,11 @@ func parseCode(s string) (int, error) {
 	return n, nil
 }
 
-// validate checks that every range is well-formed.
+// validate checks that s is nil or holds well-formed ranges.
 func (s StatusSet) validate() error {
+	if s != nil && len(s) == 0 {
+		return &ValidationError{Field: "Expect", Reason: "is empty, so no response could pass (nil means the default 200-399)"}
+	}
 	for _, r := range s {
 		if r.Lo < 100 || r.Hi > 599 || r.Lo > r.Hi {
 			return &ValidationError{Field: "Expect", Reason: fmt.Sprintf("range %d-%d is not within 100..599 in order", r.Lo, r.Hi)}
