@@ -27,17 +27,32 @@ const batchWindow = time.Millisecond
 
 // Options configures a Checker. The zero value is usable.
 type Options struct {
-	// OnTransition, when set, is called for every state transition, in
+	// OnTransition, when set, is called for the state transitions, in
 	// the order they happened, from a single goroutine (never
 	// concurrently). A slow callback delays later deliveries, not checks.
+	//
+	// Transitions wait for delivery in a queue that holds at most one per
+	// target: when a target changes state again before its previous
+	// transition was delivered (the receiver is slow or not reading), the
+	// two are coalesced into one that goes From the first's state To the
+	// second's, with the second's Reason, Err, Latency and At, in the first
+	// one's place in the queue. A target that went back to the state last
+	// delivered for it is then not reported at all. So the memory held is
+	// bounded by the number of targets however far behind the receiver is,
+	// each target's deliveries chain (each From is the previous To), and
+	// the last transition delivered for a target names its current state.
+	// Stats.Coalesced counts the transitions not delivered on their own;
+	// a receiver that needs every intermediate state must keep up, and one
+	// that only needs current states can always resync from Snapshot.
 	OnTransition func(Transition)
-	// Transitions, when set, receives every state transition, in order,
-	// after OnTransition has been called for it. Sends block (delaying
-	// later deliveries, never checks) until the receiver takes them or
-	// Run's context is done.
+	// Transitions, when set, receives the state transitions, in order and
+	// coalesced as described for OnTransition, after OnTransition has been
+	// called for each. Sends block (delaying later deliveries, never
+	// checks) until the receiver takes them or Run's context is done.
 	//
 	// Delivery stops when Run's context is done; transitions not yet
-	// delivered then are dropped (Snapshot still tells the final states).
+	// delivered then are dropped (Snapshot still tells the final states),
+	// and so are those of a target removed before they were delivered.
 	// Transitions is never closed by the Checker.
 	Transitions chan<- Transition
 	// MaxConcurrent bounds how many checks run at once, and so how many
@@ -73,17 +88,18 @@ type Checker struct {
 	evWake chan struct{}  // to the notifier: events is not empty
 	wg     sync.WaitGroup // the notifier
 
-	mu       sync.Mutex
-	state    runState
-	pool     *pool // while running
-	targets  map[string]*entry
-	queue    dueHeap
-	rng      *rand.Rand
-	inflight int
-	checks   uint64
-	late     uint64
-	changes  uint64
-	events   []Transition
+	mu        sync.Mutex
+	state     runState
+	pool      *pool // while running
+	targets   map[string]*entry
+	queue     dueHeap
+	rng       *rand.Rand
+	inflight  int
+	checks    uint64
+	late      uint64
+	changes   uint64
+	coalesced uint64
+	events    trQueue // transitions to deliver, at most one per target
 }
 
 type runState uint8
@@ -136,6 +152,7 @@ func New(opts Options) *Checker {
 		evWake:  make(chan struct{}, 1),
 		targets: make(map[string]*entry),
 		rng:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		events:  trQueue{byID: make(map[string]*pendingTr)},
 	}
 	if c.clock == nil {
 		c.clock = systemClock{}
@@ -311,6 +328,7 @@ func (c *Checker) Stats() Stats {
 		Late:     c.late,
 
 		Transitions: c.changes,
+		Coalesced:   c.coalesced,
 	}
 }
 
@@ -409,6 +427,9 @@ func (c *Checker) updateLocked(e *entry, nt Target) prober {
 // a worker still uses it and will close it).
 func (c *Checker) removeLocked(e *entry) prober {
 	delete(c.targets, e.t.ID)
+	if c.events.drop(e.t.ID) {
+		c.coalesced++
+	}
 	e.removed = true
 	e.aborted.Store(true)
 	if e.running {
@@ -581,8 +602,8 @@ func (c *Checker) finish(ctx context.Context, j job, err error, latency time.Dur
 		tr, changed = e.record(err, latency, now)
 		if changed {
 			c.changes++
-			if c.notify {
-				c.events = append(c.events, tr)
+			if c.notify && c.events.push(tr) {
+				c.coalesced++
 			}
 		}
 		e.due = c.nextDue(e.t, j.start, now)
@@ -640,20 +661,25 @@ func (e *entry) record(err error, latency time.Duration, at time.Time) (Transiti
 	return tr, true
 }
 
-// notifier delivers transitions in order, off the workers' path.
+// notifier delivers transitions in order, off the workers' path. It takes
+// them from the queue one at a time, so that a transition waiting behind a
+// slow receiver can still be coalesced with a later one of its target.
 func (c *Checker) notifier(ctx context.Context) {
 	defer c.wg.Done()
-	var batch []Transition
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.evWake:
 		}
-		c.mu.Lock()
-		batch, c.events = c.events, batch[:0]
-		c.mu.Unlock()
-		for _, t := range batch {
+		for {
+			c.mu.Lock()
+			t, ok, skipped := c.events.pop()
+			c.coalesced += skipped
+			c.mu.Unlock()
+			if !ok {
+				break
+			}
 			if c.onTr != nil {
 				c.onTr(t)
 			}
@@ -665,8 +691,81 @@ func (c *Checker) notifier(ctx context.Context) {
 				}
 			}
 		}
-		clear(batch)
 	}
+}
+
+// trQueue holds the transitions waiting for delivery, in order, at most one
+// per target ID.
+type trQueue struct {
+	q    []*pendingTr // q[head:] wait, some of them dropped
+	head int
+	dead int // dropped entries in q[head:]
+	byID map[string]*pendingTr
+}
+
+type pendingTr struct {
+	tr      Transition
+	dropped bool
+}
+
+// push queues tr, or coalesces it into the transition of the same target
+// that is already waiting, reporting whether it did.
+func (q *trQueue) push(tr Transition) (coalesced bool) {
+	if p, ok := q.byID[tr.ID]; ok {
+		from := p.tr.From
+		p.tr = tr
+		p.tr.From = from
+		return true
+	}
+	p := &pendingTr{tr: tr}
+	q.byID[tr.ID] = p
+	q.q = append(q.q, p)
+	return false
+}
+
+// drop discards the waiting transition of id, reporting whether there was
+// one.
+func (q *trQueue) drop(id string) bool {
+	p, ok := q.byID[id]
+	if !ok {
+		return false
+	}
+	delete(q.byID, id)
+	p.dropped = true
+	if q.dead++; q.dead > (len(q.q)-q.head)/2 {
+		// Mostly dropped entries (targets removed while the receiver is
+		// behind): compact, so that the queue stays bounded by the
+		// number of targets.
+		q.q = slices.DeleteFunc(q.q[q.head:], func(p *pendingTr) bool { return p.dropped })
+		q.head, q.dead = 0, 0
+	}
+	return true
+}
+
+// pop returns the next transition to deliver. It skips dropped entries and
+// coalesced ones that returned to the state last delivered, counting the
+// latter in skipped.
+func (q *trQueue) pop() (tr Transition, ok bool, skipped uint64) {
+	for q.head < len(q.q) {
+		p := q.q[q.head]
+		q.q[q.head] = nil
+		q.head++
+		if p.dropped {
+			q.dead--
+			continue
+		}
+		delete(q.byID, p.tr.ID)
+		if p.tr.From == p.tr.To {
+			skipped++
+			continue
+		}
+		tr, ok = p.tr, true
+		break
+	}
+	if q.head == len(q.q) {
+		q.q, q.head = q.q[:0], 0
+	}
+	return tr, ok, skipped
 }
 
 // dueHeap orders entries by due time.

@@ -182,13 +182,19 @@ func (h *harness) step(d time.Duration) {
 // drain receives the transitions the checker has made so far.
 func (h *harness) drain() {
 	h.t.Helper()
-	want := h.c.Stats().Transitions
-	for uint64(len(h.got)) < want {
+	deadline := time.After(20 * time.Second)
+	for {
+		st := h.c.Stats()
+		want := st.Transitions - st.Coalesced
+		if uint64(len(h.got)) >= want {
+			return
+		}
 		select {
 		case tr := <-h.tr:
 			h.got = append(h.got, tr)
-		case <-time.After(20 * time.Second):
-			h.t.Fatalf("got %d transitions, the checker made %d", len(h.got), want)
+		case <-time.After(time.Millisecond): // coalescing may lower want
+		case <-deadline:
+			h.t.Fatalf("got %d transitions, the checker delivers %d", len(h.got), want)
 		}
 	}
 }
@@ -926,5 +932,106 @@ func TestSuccessAfterTheTimeoutFails(t *testing.T) {
 	}
 	if st := h.status("late"); st.State != StateDown || !errors.Is(st.LastErr, ErrTimeout) {
 		t.Errorf("status %+v", st)
+	}
+}
+
+// queuedTransitions is how many transitions wait for delivery.
+func (c *Checker) queuedTransitions() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.events.q) - c.events.head - c.events.dead
+}
+
+// TestTransitionsAreBoundedWhenNobodyReads: 100 targets that flap on every
+// check, with a Transitions channel nobody reads for 50 rounds. The checker
+// must not queue a transition per flap; once the reader comes back, what it
+// receives is consistent per target and ends in each target's current
+// state.
+func TestTransitionsAreBoundedWhenNobodyReads(t *testing.T) {
+	const n, rounds = 100, 50
+	clk := newFakeClock()
+	ch := make(chan Transition) // nobody reads it for now
+	c := New(Options{Clock: clk, Transitions: ch})
+	for i := 0; i < n; i++ {
+		var k atomic.Int64
+		if err := c.Add(Target{ID: fmt.Sprint("t", i), Interval: time.Second, Rise: 1, Fall: 1, Check: Func(func(context.Context) error {
+			if k.Add(1)%2 == 0 {
+				return errScripted
+			}
+			return nil
+		})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(t, "Run to start", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.state == running })
+	for r := 0; r < rounds; r++ {
+		clk.Advance(time.Second)
+		waitFor(t, "the round's checks", c.quiet)
+	}
+	st := c.Stats()
+	if st.Transitions != n*rounds {
+		t.Fatalf("%d transitions, want %d (every check flips its target)", st.Transitions, n*rounds)
+	}
+	if q := c.queuedTransitions(); q > n {
+		t.Fatalf("%d transitions queued for %d targets, want at most one per target", q, n)
+	}
+	if st.Coalesced < n*rounds-2*n {
+		t.Errorf("Coalesced = %d, want most of the %d transitions", st.Coalesced, st.Transitions)
+	}
+	// Removing targets discards their waiting transitions.
+	const kept = 40
+	for i := kept; i < n; i++ {
+		if err := c.Remove(fmt.Sprint("t", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if q := c.queuedTransitions(); q > kept {
+		t.Errorf("%d transitions queued for the %d targets left", q, kept)
+	}
+	last := map[string]Transition{}
+	got := 0
+	for {
+		st := c.Stats()
+		if uint64(got) == st.Transitions-st.Coalesced {
+			break
+		}
+		select {
+		case tr := <-ch:
+			got++
+			p, ok := last[tr.ID]
+			if !ok && tr.From != StateUnknown || ok && p.To != tr.From || tr.From == tr.To {
+				t.Errorf("%s: %v after %v", tr.ID, tr, p)
+			}
+			last[tr.ID] = tr
+		case <-time.After(20 * time.Second):
+			t.Fatalf("received %d transitions, stats %+v", got, st)
+		}
+	}
+	if got > 2*kept+1 {
+		t.Errorf("received %d transitions after the reader came back, want at most %d", got, 2*kept+1)
+	}
+	removed := 0
+	for id := range last {
+		var i int
+		if _, err := fmt.Sscanf(id, "t%d", &i); err == nil && i >= kept {
+			removed++
+		}
+	}
+	if removed > 1 { // the one the notifier was blocked on may still arrive
+		t.Errorf("received transitions of %d removed targets", removed)
+	}
+	for _, s := range c.Snapshot() {
+		if tr, ok := last[s.ID]; !ok || tr.To != s.State || tr.At != s.Since {
+			t.Errorf("%s is %v since %v; the last transition delivered was %v at %v", s.ID, s.State, s.Since, tr, tr.At)
+		}
 	}
 }

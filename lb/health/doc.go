@@ -26,7 +26,11 @@
 // target up and Fall consecutive failures move an up target down, as in
 // HAProxy's rise/fall. Each change is delivered as a Transition (states,
 // reason, error, latency) to a callback or a channel, in order, and
-// Snapshot returns every target's current Status.
+// Snapshot returns every target's current Status. A receiver that falls
+// behind does not make the checker queue without bound: at most one
+// transition per target waits, later changes of the same target are
+// coalesced into it (Options.OnTransition says how) and counted in
+// Stats.Coalesced.
 //
 // # Scheduling
 //

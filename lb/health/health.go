@@ -217,6 +217,12 @@ type Stats struct {
 	Late uint64
 	// Transitions counts the state transitions since Run started.
 	Transitions uint64
+	// Coalesced counts the transitions that were not delivered on their
+	// own (see Options.OnTransition): merged into a later transition of
+	// the same target, not reported because the target went back to the
+	// state last delivered, or discarded with a removed target. While Run
+	// runs, Transitions - Coalesced transitions are delivered in the end.
+	Coalesced uint64
 }
 
 // Errors returned by the Checker. Compare with errors.Is.
