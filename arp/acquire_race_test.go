@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,6 +54,19 @@ func (g *gatedConn) waitEntered(t *testing.T) {
 // finish lets the armed write return err (nil: the frame is written).
 func (g *gatedConn) finish(err error) { g.result <- err }
 
+// release lets a held write go on, if one is held and not yet finished.
+func (g *gatedConn) release() {
+	g.mu.Lock()
+	result := g.result
+	g.mu.Unlock()
+	if result != nil {
+		select {
+		case result <- errors.New("the test ended"):
+		default:
+		}
+	}
+}
+
 func (g *gatedConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	g.mu.Lock()
 	armed, entered, result := g.armed, g.entered, g.result
@@ -77,20 +92,36 @@ func (g *gatedConn) JoinGroup(mac net.HardwareAddr) error {
 	return g.FakeConn.JoinGroup(mac)
 }
 
-// waitLockQueued waits until a call that needs the Announcer's lock for
-// writing (Acquire, Release, Close) is waiting for it, while the armed
-// write holds it for reading: from then on Go's RWMutex lets that call in
-// before any new reader.
-func waitLockQueued(t *testing.T, a *Announcer) {
+// waitGoroutine waits until some goroutine's stack, as runtime.Stack
+// prints it, satisfies match.
+func waitGoroutine(t *testing.T, what string, match func(header, top, stack string) bool) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
-	for a.mu.TryRLock() {
-		a.mu.RUnlock()
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			lines := strings.SplitN(g, "\n", 3)
+			if len(lines) == 3 && match(lines[0], lines[1], g) {
+				return
+			}
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("no call queued for the lock")
+			t.Fatalf("no goroutine %s:\n%s", what, buf[:n])
 		}
 		time.Sleep(50 * time.Microsecond)
 	}
+}
+
+// waitLockQueued waits until the goroutine running fn (Acquire, Release,
+// shutdown) waits for the Announcer's lock as a writer, while the armed
+// write holds it for reading: from then on Go's RWMutex lets that writer in
+// before any new reader or writer.
+func waitLockQueued(t *testing.T, fn string) {
+	t.Helper()
+	waitGoroutine(t, fn+" waiting for the lock", func(_, top, stack string) bool {
+		return strings.HasPrefix(top, "sync.runtime_SemacquireRWMutex(") && strings.Contains(stack, "arp.(*Announcer)."+fn+"(")
+	})
 }
 
 func newGatedAnnouncer(t *testing.T, cfg Config) (*Announcer, *gatedConn) {
@@ -102,6 +133,14 @@ func newGatedAnnouncer(t *testing.T, cfg Config) (*Announcer, *gatedConn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
+	// Runs before Close: a test that failed may have left a write held.
+	t.Cleanup(g.release)
+	// The scheduler takes the lock once when it starts: let it be done
+	// with that and wait in its select, so that the only writer a test
+	// waits for is the one it means.
+	waitGoroutine(t, "scheduling", func(header, _, stack string) bool {
+		return strings.Contains(header, "[select") && strings.Contains(stack, "arp.(*Announcer).scheduleLoop(")
+	})
 	return a, g
 }
 
@@ -121,7 +160,7 @@ func TestAcquireConcurrentWithFailedFirstSend(t *testing.T) {
 	first := goAcquire(a, vip4)
 	g.waitEntered(t)
 	second := goAcquire(a, vip4)
-	waitLockQueued(t, a)
+	waitLockQueued(t, "Acquire")
 	g.finish(errors.New("no buffer space available"))
 	err1, err2 := <-first, <-second
 	owned := slices.Contains(a.Owned(), vip4)
@@ -158,10 +197,11 @@ func TestAcquireReportsConcurrentReleaseAndClose(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
 		interrupt func(a *Announcer) error
+		locker    string // the method that waits for the lock
 		want      error
 	}{
-		{"release", func(a *Announcer) error { return a.Release(vip4, vip6) }, ErrNotOwned},
-		{"close", (*Announcer).Close, ErrClosed},
+		{"release", func(a *Announcer) error { return a.Release(vip4, vip6) }, "Release", ErrNotOwned},
+		{"close", (*Announcer).Close, "Close", ErrClosed},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			a, g := newGatedAnnouncer(t, Config{AnnounceCount: 1})
@@ -170,7 +210,7 @@ func TestAcquireReportsConcurrentReleaseAndClose(t *testing.T) {
 			g.waitEntered(t) // the first announcement of vip4
 			interrupted := make(chan error, 1)
 			go func() { interrupted <- tt.interrupt(a) }()
-			waitLockQueued(t, a)
+			waitLockQueued(t, tt.locker)
 			g.finish(nil)
 			if err := <-interrupted; err != nil {
 				t.Fatal(err)
