@@ -59,7 +59,8 @@ type Options struct {
 	// worker goroutines exist (default DefaultMaxConcurrent). Workers are
 	// started only when needed. When checks mostly time out, keeping every
 	// target on schedule takes about targets × Timeout / Interval workers;
-	// below that, checks start late (see Stats.Late) but never pile up.
+	// below that, checks start late (see Stats.Late and StartDelay) but
+	// never pile up.
 	MaxConcurrent int
 	// Clock, when set, replaces the system clock for scheduling.
 	Clock Clock
@@ -97,6 +98,7 @@ type Checker struct {
 	inflight  int
 	checks    uint64
 	late      uint64
+	delay     time.Duration // sum of start delays
 	changes   uint64
 	coalesced uint64
 	events    trQueue // transitions to deliver, at most one per target
@@ -136,7 +138,8 @@ type job struct {
 	e       *entry
 	p       prober
 	timeout time.Duration
-	start   time.Time // on the Checker's clock
+	due     time.Time // when it was due, on the Checker's clock
+	start   time.Time // when it left the heap, on the Checker's clock
 }
 
 // New returns a Checker configured by opts. It checks nothing until Run is
@@ -325,7 +328,8 @@ func (c *Checker) Stats() Stats {
 		InFlight: c.inflight,
 		Workers:  workers,
 		Checks:   c.checks,
-		Late:     c.late,
+		Late:       c.late,
+		StartDelay: c.delay,
 
 		Transitions: c.changes,
 		Coalesced:   c.coalesced,
@@ -502,12 +506,6 @@ func (c *Checker) schedule(ctx context.Context, pool *pool) {
 		limit := now.Add(batchWindow)
 		for len(c.queue) > 0 && c.inflight < c.max && !c.queue[0].due.After(limit) {
 			e := heap.Pop(&c.queue).(*entry)
-			if now.Sub(e.due) > e.t.Interval {
-				c.late++
-				if c.late&(c.late-1) == 0 { // 1, 2, 4, 8...: rare enough
-					c.log.Warn("health checks are starting late; raise MaxConcurrent", "late", c.late, "max_concurrent", c.max)
-				}
-			}
 			batch = append(batch, c.startLocked(e, now))
 		}
 		// Wake when the first check left enters the batch window.
@@ -547,15 +545,18 @@ func (c *Checker) schedule(ctx context.Context, pool *pool) {
 func (c *Checker) startLocked(e *entry, now time.Time) job {
 	e.running, e.inUse = true, e.p
 	c.inflight++
-	return job{e: e, p: e.p, timeout: e.t.Timeout, start: now}
+	return job{e: e, p: e.p, timeout: e.t.Timeout, due: e.due, start: now}
 }
 
 func (c *Checker) runJob(ctx context.Context, j job) {
 	e := j.e
+	// How late the check starts: waiting for the scheduler, for a worker
+	// and for the CPU all count. The batch window may start it early.
+	delay := max(c.clock.Now().Sub(j.due), 0)
 	if e.aborted.Load() || ctx.Err() != nil {
 		// Removed, or the checker is stopping, since it was taken from the
 		// heap: finish discards the result, so do not probe.
-		c.finish(ctx, j, context.Canceled, 0)
+		c.finish(ctx, j, result{err: context.Canceled})
 		return
 	}
 	tctx, cancel := context.WithTimeout(ctx, j.timeout)
@@ -580,14 +581,27 @@ func (c *Checker) runJob(ctx context.Context, j job) {
 		err = fmt.Errorf("%w after %v: %w", ErrTimeout, j.timeout, err)
 	}
 	cancel()
-	c.finish(ctx, j, err, latency)
+	c.finish(ctx, j, result{err: err, latency: latency, delay: delay})
+}
+
+// result is the outcome of one check.
+type result struct {
+	err     error
+	latency time.Duration // how long the probe ran
+	delay   time.Duration // how late it started
+}
+
+// lateAfter is the start delay beyond which a check counts as late
+// (Stats.Late).
+func lateAfter(interval time.Duration) time.Duration {
+	return max(interval/10, time.Millisecond)
 }
 
 // finish records the result of j and queues the target's next check.
-func (c *Checker) finish(ctx context.Context, j job, err error, latency time.Duration) {
+func (c *Checker) finish(ctx context.Context, j job, r result) {
 	e := j.e
 	var tr Transition
-	changed := false
+	changed, warn := false, false
 
 	c.mu.Lock()
 	e.running, e.inUse = false, nil
@@ -599,7 +613,13 @@ func (c *Checker) finish(ctx context.Context, j job, err error, latency time.Dur
 	if !e.removed && ctx.Err() == nil {
 		now := c.clock.Now()
 		c.checks++
-		tr, changed = e.record(err, latency, now)
+		c.delay += r.delay
+		e.st.LastStartDelay = r.delay
+		if r.delay > lateAfter(e.t.Interval) {
+			c.late++
+			warn = c.late&(c.late-1) == 0 // 1, 2, 4, 8...: rare enough
+		}
+		tr, changed = e.record(r.err, r.latency, now)
 		if changed {
 			c.changes++
 			if c.notify && c.events.push(tr) {
@@ -609,10 +629,18 @@ func (c *Checker) finish(ctx context.Context, j job, err error, latency time.Dur
 		e.due = c.nextDue(e.t, j.start, now)
 		heap.Push(&c.queue, e)
 	}
+	late, workers := c.late, 0
+	if warn && c.pool != nil {
+		workers = c.pool.workers()
+	}
 	c.mu.Unlock()
 
 	closeProber(unused)
 	c.poke()
+	if warn {
+		c.log.Warn("health checks are starting late: raise MaxConcurrent if workers has reached it, else the process is short of CPU",
+			"late", late, "start_delay", r.delay, "workers", workers, "max_concurrent", c.max)
+	}
 	if changed {
 		c.log.Debug("health transition", "id", tr.ID, "from", tr.From.String(), "to", tr.To.String(),
 			"reason", tr.Reason, "latency", tr.Latency)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -1033,5 +1034,97 @@ func TestTransitionsAreBoundedWhenNobodyReads(t *testing.T) {
 		if tr, ok := last[s.ID]; !ok || tr.To != s.State || tr.At != s.Since {
 			t.Errorf("%s is %v since %v; the last transition delivered was %v at %v", s.ID, s.State, s.Since, tr, tr.At)
 		}
+	}
+}
+
+// busyCPU keeps every P of the process busy until the test ends, as other
+// work in the same process would.
+func busyCPU(t *testing.T) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < runtime.GOMAXPROCS(0); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for x := 0; ; x++ {
+				if x%1024 == 0 {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+				}
+			}
+		}()
+	}
+	t.Cleanup(func() { close(stop); wg.Wait() })
+}
+
+// TestHangingChecksDoNotStarveOthersOnABusyCPU: checks that hang on the
+// network until their timeout hold a worker each. While the process is also
+// busy with other work (so that the pool's own timer fires late), the pool
+// must still grow to run the healthy targets' checks on time, instead of
+// queueing them behind the hanging ones.
+func TestHangingChecksDoNotStarveOthersOnABusyCPU(t *testing.T) {
+	const (
+		hanging  = 100
+		healthy  = 20
+		interval = 100 * time.Millisecond
+	)
+	wedged := fullBacklog(t, netipA("127.0.0.1"))
+	h := newHarness(t, false, Options{})
+	for i := 0; i < hanging; i++ {
+		h.add(Target{ID: fmt.Sprint("wedged", i), Check: TCP{Addr: wedged}, Interval: time.Second, Timeout: time.Second})
+	}
+	var checks [healthy]atomic.Int64
+	for i := 0; i < healthy; i++ {
+		h.add(Target{ID: fmt.Sprint("ok", i), Interval: interval, Timeout: time.Second, Check: Func(func(context.Context) error {
+			checks[i].Add(1)
+			return nil
+		})})
+	}
+	busyCPU(t)
+	waitFor(t, "the hanging checks to be in flight", func() bool { return h.c.Stats().InFlight >= hanging })
+	for i := range checks {
+		checks[i].Store(0)
+	}
+	// In 2 s each healthy target is due 20 times; ask for a quarter.
+	const window = 2 * time.Second
+	time.Sleep(window)
+	st := h.c.Stats()
+	least := int64(window / interval)
+	for i := range checks {
+		least = min(least, checks[i].Load())
+	}
+	if least < int64(window/interval)/4 {
+		t.Errorf("a healthy target was checked %d times in %v at a %v interval; stats %+v", least, window, interval, st)
+	}
+	t.Logf("healthy targets checked at least %d times in %v; stats %+v", least, window, st)
+	if st.Workers < hanging {
+		t.Errorf("%d workers for %d hanging checks", st.Workers, hanging)
+	}
+}
+
+// TestStartDelayIsMeasuredWhenTheWorkerStarts: a check taken from the heap
+// on time but started by a worker 3 s later (every worker busy, or no CPU)
+// is late by 3 s; that is what Status.LastStartDelay and Stats report.
+func TestStartDelayIsMeasuredWhenTheWorkerStarts(t *testing.T) {
+	clk := newFakeClock()
+	c := New(Options{Clock: clk})
+	if err := c.Add(Target{ID: "t", Interval: time.Second, Check: Func(func(context.Context) error { return nil })}); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	e := c.targets["t"]
+	heap.Remove(&c.queue, e.idx)
+	clk.Advance(e.due.Sub(clk.Now())) // exactly on time
+	j := c.startLocked(e, clk.Now())  // taken from the heap, as the scheduler does
+	c.mu.Unlock()
+	clk.Advance(3 * time.Second) // the job waits for a worker
+	c.runJob(context.Background(), j)
+	st, _ := c.Status("t")
+	stats := c.Stats()
+	if st.LastStartDelay != 3*time.Second || stats.StartDelay != 3*time.Second || stats.Late != 1 || stats.Checks != 1 {
+		t.Errorf("status %+v, stats %+v; want a start delay of 3s and one late check", st, stats)
 	}
 }

@@ -40,7 +40,9 @@
 // worker only when a due check has found none free for a millisecond, up to
 // Options.MaxConcurrent, and workers idle for five seconds exit: checks that
 // complete quickly run on a handful of workers, checks that hang until their
-// timeout get one each. A target between checks costs a heap slot and its
+// timeout get one each (at up to one new worker a millisecond, also when the
+// process is busy with other work). How late each check started is reported
+// in Status.LastStartDelay, Stats.StartDelay and Stats.Late. A target between checks costs a heap slot and its
 // settings. The first check of each target runs at a uniformly random moment
 // within its first Interval, and Target.Jitter randomizes later intervals,
 // so that 10k targets added at once are spread over the interval instead of

@@ -196,6 +196,11 @@ type Status struct {
 	LastCheck time.Time
 	// LastLatency is how long the last check took.
 	LastLatency time.Duration
+	// LastStartDelay is how long after it was due the last check started
+	// to run on a worker: time spent waiting for the scheduler, for a free
+	// worker (Options.MaxConcurrent) and for the CPU. Measured on the
+	// Checker's clock.
+	LastStartDelay time.Duration
 	// LastErr is the last check's error, nil when it passed.
 	LastErr error
 }
@@ -212,9 +217,15 @@ type Stats struct {
 	Workers int
 	// Checks counts checks completed since Run started.
 	Checks uint64
-	// Late counts checks that started more than one Interval after they
-	// were due, because MaxConcurrent checks were already running.
+	// Late counts the checks, completed since Run started, that a worker
+	// started more than a tenth of their Interval (and more than a
+	// millisecond) after they were due: because MaxConcurrent checks were
+	// already running, or because the process was short of CPU.
 	Late uint64
+	// StartDelay is the sum of how late those checks started (see
+	// Status.LastStartDelay), so that the change in StartDelay over the
+	// change in Checks is the mean delay over any period.
+	StartDelay time.Duration
 	// Transitions counts the state transitions since Run started.
 	Transitions uint64
 	// Coalesced counts the transitions that were not delivered on their

@@ -8,12 +8,20 @@ import (
 
 const (
 	// spawnDelay is how long due checks may wait for a busy worker to free
-	// up before the pool starts another worker. Checks that finish quickly
-	// (a loopback or LAN handshake) are then served by a handful of
-	// workers even when many fall due at once; checks that hang until
-	// their timeout make the pool grow by a worker a millisecond. When the
-	// millisecond timer itself fires late, the process is starved of CPU
-	// rather than of workers, and the pool does not grow.
+	// up before the pool starts another worker, and the pool then grows by
+	// at most one worker per spawnDelay that checks have been waiting.
+	// Checks that finish quickly (a loopback or LAN handshake) are served
+	// by a handful of workers even when many fall due at once; checks that
+	// hang until their timeout get a worker each within about a
+	// millisecond per hanging check.
+	//
+	// The pool grows whenever checks wait and fewer than max workers
+	// exist, even when its timer fires late because the process is busy:
+	// a late timer does not tell a CPU shortage from workers blocked on
+	// the network, and when they are blocked, waiting for them starves
+	// every other target until their timeout. A late timer adds the
+	// workers it owes for the time it missed, never more than there are
+	// checks waiting for one.
 	spawnDelay = time.Millisecond
 	// workerIdle is how long a worker waits without work before it exits,
 	// so that the pool shrinks back after a burst of slow checks.
@@ -118,22 +126,22 @@ func (p *pool) growIfStuck() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.armed = false
-	if p.closed || p.pending() <= p.waking {
+	if p.closed {
 		return
 	}
-	if time.Since(p.armAt) > 2*spawnDelay && len(p.idle) == 0 {
-		// This timer itself ran late: the process is short of CPU, not of
-		// workers, and another goroutine would only wait for CPU too.
-		p.armLocked()
-		return
-	}
-	switch {
-	case len(p.idle) > 0:
-		p.wakeLocked()
-	case p.n < p.max:
-		p.spawnLocked()
-	default:
-		return // every worker is busy; each takes the next job when done
+	// A worker per spawnDelay that jobs have waited since the timer was
+	// armed, so that a timer firing late (a busy CPU) does not slow the
+	// growth down; but only for jobs no woken or new worker will take.
+	owed := max(1, int(time.Since(p.armAt)/spawnDelay))
+	for ; owed > 0 && p.pending() > p.waking; owed-- {
+		switch {
+		case len(p.idle) > 0:
+			p.wakeLocked()
+		case p.n < p.max:
+			p.spawnLocked()
+		default:
+			return // every worker is busy; each takes the next job when done
+		}
 	}
 	if p.pending() > p.waking {
 		p.armLocked()

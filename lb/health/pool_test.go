@@ -49,37 +49,48 @@ func TestPoolGrowsForSlowJobsAndShrinksWhenIdle(t *testing.T) {
 	waitFor(t, "idle workers to exit", func() bool { return p.workers() == 0 })
 }
 
-// TestPoolDoesNotGrowWhenStarvedOfCPU: when the growth timer itself fires
-// late, the process lacks CPU, not workers, and the pool waits instead of
-// adding a goroutine that would only queue for CPU too.
-func TestPoolDoesNotGrowWhenStarvedOfCPU(t *testing.T) {
+// TestPoolGrowsWhenItsTimerIsLate: the growth timer firing late (the
+// process is busy) must not stop the pool from growing while jobs wait: the
+// workers may be blocked on the network, not short of CPU. A timer that
+// fired 10 spawn delays late adds the 10 workers it owes, but never more
+// than there are jobs waiting.
+func TestPoolGrowsWhenItsTimerIsLate(t *testing.T) {
 	release := make(chan struct{})
-	p := newPool(8, func(j job) { <-release })
+	p := newPool(64, func(j job) { <-release })
 	defer p.stop()
 	defer close(release)
 	p.submit(job{}) // the first worker starts at once and blocks
 	waitFor(t, "the first worker", func() bool { return p.workers() == 1 })
 
-	p.mu.Lock()
-	// Drive growIfStuck by hand: the real timer now fires a no-op.
-	p.grow.Stop()
-	p.grow = time.AfterFunc(time.Hour, func() {})
-	p.queue = append(p.queue, job{})
-	p.armed, p.armAt = true, time.Now().Add(-10*spawnDelay) // fired 10x late
-	p.mu.Unlock()
-	p.growIfStuck()
-	if n := p.workers(); n != 1 {
-		t.Errorf("a late timer grew the pool to %d workers", n)
+	grow := func(waiting int, late time.Duration) {
+		p.mu.Lock()
+		// Drive growIfStuck by hand: the real timer now fires a no-op.
+		p.grow.Stop()
+		p.grow = time.AfterFunc(time.Hour, func() {})
+		for i := 0; i < waiting; i++ {
+			p.queue = append(p.queue, job{})
+		}
+		p.armed, p.armAt = true, time.Now().Add(-late)
+		p.mu.Unlock()
+		p.growIfStuck()
+	}
+	grow(3, 10*spawnDelay) // 10 owed, 3 waiting
+	if n := p.workers(); n != 1+3 {
+		t.Errorf("a late timer with 3 jobs waiting left %d workers, want 4", n)
+	}
+	waitFor(t, "the new workers to take their jobs", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.pending() == 0 })
+	grow(20, 10*spawnDelay) // 10 owed, 20 waiting
+	if n := p.workers(); n != 4+10 {
+		t.Errorf("a timer 10 spawn delays late left %d workers, want 14", n)
 	}
 	p.mu.Lock()
 	rearmed := p.armed
-	p.armAt = time.Now().Add(-spawnDelay) // on time
 	p.mu.Unlock()
 	if !rearmed {
-		t.Error("the late timer was not re-armed")
+		t.Error("jobs still wait, but the timer was not re-armed")
 	}
-	p.growIfStuck()
-	if n := p.workers(); n != 2 {
-		t.Errorf("a timely timer left %d workers, want 2", n)
+	grow(0, 20*spawnDelay) // 20 owed, 10 waiting
+	if n := p.workers(); n != 4+20 {
+		t.Errorf("%d workers, want one per job (24)", n)
 	}
 }
