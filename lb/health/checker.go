@@ -324,10 +324,10 @@ func (c *Checker) Stats() Stats {
 		workers = c.pool.workers()
 	}
 	return Stats{
-		Targets:  len(c.targets),
-		InFlight: c.inflight,
-		Workers:  workers,
-		Checks:   c.checks,
+		Targets:    len(c.targets),
+		InFlight:   c.inflight,
+		Workers:    workers,
+		Checks:     c.checks,
 		Late:       c.late,
 		StartDelay: c.delay,
 
