@@ -9,11 +9,26 @@ import (
 )
 
 // Check is a kind of probe. The implementations are TCP, HTTP, UDP and
-// Func; Func is the way to plug in any other probe.
+// Func; Func is the way to plug in any other probe. A pointer to one of
+// them (*TCP) is accepted too, and copied; a nil pointer is a
+// *ValidationError.
+//
+// The Checker keeps its own deep copy of a target's check, so that the
+// caller may reuse or edit the maps, slices and structs it passed. Update
+// compares the new check with the kept one field by field to decide
+// whether the target's probe state (an HTTP connection) can stay; what Go
+// cannot compare counts as changed: a Func always, a UDP Match unless
+// both are nil. HTTP.TLSConfig is compared by pointer.
 type Check interface {
 	// validate returns a *ValidationError whose Field is relative to the
 	// check ("Addr"); the caller prefixes it.
 	validate() error
+	// clone returns a copy of the check (by value, even when called through
+	// a pointer) that shares no map or slice with the caller.
+	clone() Check
+	// same reports whether o, a clone, is the same probe: an Update from
+	// one to the other may keep the prober.
+	same(o Check) bool
 	// newProber builds the per-target state that runs the check. It is
 	// called once per Add or Update; the prober is used by one check at a
 	// time and closed when the target goes away.
@@ -82,6 +97,10 @@ type TCP struct {
 
 func (c TCP) validate() error { return validateAddr("Addr", c.Addr, c.Source) }
 
+func (c TCP) clone() Check { return c }
+
+func (c TCP) same(o Check) bool { oc, ok := o.(TCP); return ok && c == oc }
+
 func (c TCP) newProber(*shared) prober {
 	return &tcpProber{addr: c.Addr.String(), graceful: c.Graceful, d: newDialer(c.Source, "tcp")}
 }
@@ -114,7 +133,15 @@ func (p *tcpProber) close() {}
 // target is removed or the checker stops); Run waits for it. A Func that
 // returns after the Timeout has passed fails with ErrTimeout whatever it
 // returned, nil included, as every check does.
+//
+// Go cannot compare functions, so Update always takes a Func check for a
+// new one and uses it from the next check on; the target keeps its state,
+// and a Func has no connection to lose.
 type Func func(ctx context.Context) error
+
+func (f Func) clone() Check { return f }
+
+func (f Func) same(Check) bool { return false }
 
 func (f Func) validate() error {
 	if f == nil {

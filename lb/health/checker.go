@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -195,11 +194,13 @@ func (c *Checker) Add(t Target) error {
 // Update replaces the settings of the target with t's ID. The target keeps
 // its state and its consecutive-result counts (Initial is ignored); a
 // check already running finishes and counts, and later checks use the new
-// settings. If the next check was due later than one new Interval from
-// now, it is moved to a random moment within that Interval. An Update that
-// changes nothing (reflect.DeepEqual) keeps everything, including an HTTP
-// target's open connection. It returns a *ValidationError, an error
-// wrapping ErrNotFound, or ErrClosed.
+// settings. If the next check was due later than the new settings could
+// have scheduled it (one Interval from now, stretched by Jitter), it is
+// moved to a random moment within the new Interval. When the check itself
+// is the same (see Check for how checks are compared), the target keeps
+// its probe state, such as an HTTP target's open connection, even if the
+// schedule changes; an Update that changes nothing changes nothing. It
+// returns a *ValidationError, an error wrapping ErrNotFound, or ErrClosed.
 func (c *Checker) Update(t Target) error {
 	nt, err := t.normalize()
 	if err != nil {
@@ -406,25 +407,31 @@ func (c *Checker) addLocked(t Target) {
 // more (nil if none).
 func (c *Checker) updateLocked(e *entry, nt Target) prober {
 	nt.Initial = e.t.Initial
-	if reflect.DeepEqual(e.t, nt) {
-		return nil
-	}
-	old := e.p
+	sameCheck := e.t.Check.same(nt.Check)
 	e.t = nt
-	e.p = nt.Check.newProber(&c.sh)
 	// e is queued unless its check is running or Run is stopping (a check
 	// that ended after Run's context was done is not queued again).
 	if e.idx >= 0 {
 		now := c.clock.Now()
-		if e.due.After(now.Add(nt.Interval)) {
+		if e.due.After(now.Add(maxDelay(nt))) {
 			e.due = c.firstDue(now, nt.Interval)
 			heap.Fix(&c.queue, e.idx)
 		}
 	}
+	if sameCheck {
+		return nil
+	}
+	old := e.p
+	e.p = nt.Check.newProber(&c.sh)
 	if old == e.inUse {
 		return nil // the worker running it closes it when done
 	}
 	return old
+}
+
+// maxDelay is the longest delay nextDue can give t.
+func maxDelay(t Target) time.Duration {
+	return time.Duration(float64(t.Interval) * (1 + t.Jitter))
 }
 
 // removeLocked unregisters e and returns the prober to close now (nil if

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"runtime"
 	"slices"
@@ -729,8 +730,17 @@ func TestTargetValidation(t *testing.T) {
 		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Header: map[string][]string{"X": {"a\nb"}}}}, "Check.Header"},
 		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Expect: StatusSet{{300, 200}}}}, "Check.Expect"},
 		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Expect: StatusSet{}}}, "Check.Expect"},
+		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Expect: StatusSet{{300, 150}, {100, 400}}}}, "Check.Expect"},
 		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Expect: Statuses(200, 99)}}, "Check.Expect"},
 		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), InsecureSkipVerify: true}}, "Check.InsecureSkipVerify"},
+		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Header: http.Header{"Host": {"a.example"}}}}, "Check.Header"},
+		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Header: map[string][]string{"host": {"a.example"}}}}, "Check.Header"},
+		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Header: http.Header{"Content-Length": {"5"}}}}, "Check.Header"},
+		{Target{ID: "x", Check: HTTP{Addr: netipAP("127.0.0.1:80"), Header: http.Header{"Transfer-Encoding": {"chunked"}}}}, "Check.Header"},
+		{Target{ID: "x", Check: (*TCP)(nil)}, "Check"},
+		{Target{ID: "x", Check: (*HTTP)(nil)}, "Check"},
+		{Target{ID: "x", Check: (*UDP)(nil)}, "Check"},
+		{Target{ID: "x", Check: (*Func)(nil)}, "Check"},
 	}
 	for _, tc := range tests {
 		err := tc.t.Validate()
@@ -739,9 +749,13 @@ func TestTargetValidation(t *testing.T) {
 			t.Errorf("%+v: got %v, want a ValidationError on %s", tc.t, err, tc.field)
 		}
 	}
-	good := Target{ID: "x", Check: HTTP{Addr: netipAP("[::1]:443"), TLS: true, Path: "/healthz?full=1", Host: "backend.example:8443", Method: "HEAD"}}
-	if err := good.Validate(); err != nil {
-		t.Errorf("valid target rejected: %v", err)
+	for _, good := range []Target{
+		{ID: "x", Check: HTTP{Addr: netipAP("[::1]:443"), TLS: true, Path: "/healthz?full=1", Host: "backend.example:8443", Method: "HEAD"}},
+		{ID: "x", Check: &TCP{Addr: netipAP("127.0.0.1:80")}},
+	} {
+		if err := good.Validate(); err != nil {
+			t.Errorf("valid target rejected: %v", err)
+		}
 	}
 	nt, err := Target{ID: "x", Check: pass, Interval: 300 * time.Millisecond}.normalize()
 	if err != nil || nt.Timeout != 300*time.Millisecond || nt.Rise != DefaultRise || nt.Fall != DefaultFall {

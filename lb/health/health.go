@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strings"
 	"time"
 )
@@ -104,6 +105,11 @@ func (t Target) normalize() (Target, error) {
 	if t.Check == nil {
 		return bad("Check", "must be set")
 	}
+	if v := reflect.ValueOf(t.Check); v.Kind() == reflect.Pointer && v.IsNil() {
+		return bad("Check", fmt.Sprintf("is a nil %T", t.Check))
+	}
+	// Validated as given (cloning normalizes a status set, which could
+	// merge a reversed range away), then copied for the Checker to keep.
 	if err := t.Check.validate(); err != nil {
 		var ve *ValidationError
 		if errors.As(err, &ve) {
@@ -112,6 +118,7 @@ func (t Target) normalize() (Target, error) {
 		}
 		return Target{}, err
 	}
+	t.Check = t.Check.clone()
 	switch {
 	case t.Interval == 0:
 		t.Interval = DefaultInterval

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"slices"
 	"strings"
@@ -46,6 +47,12 @@ const userAgent = "lbkit-health/1"
 // connection while it was idle, the check is retried once on a new one.
 // Set DisableKeepAlive to send "Connection: close" and open a connection per
 // check, as HAProxy does, which also proves the listener still accepts.
+//
+// A kept connection is an open socket, so a checker with 10k HTTP targets
+// holds 10k file descriptors between checks: the process's RLIMIT_NOFILE
+// must allow that (Go raises the soft limit to the hard limit at start-up;
+// systemd's default hard limit is 524288, a shell's may be 4096). With
+// DisableKeepAlive only the checks running at once hold one.
 type HTTP struct {
 	// Addr is the address and port to connect to.
 	Addr netip.AddrPort
@@ -63,7 +70,8 @@ type HTTP struct {
 	// port.
 	Host string
 	// Header holds extra request headers. User-Agent defaults to
-	// "lbkit-health/1".
+	// "lbkit-health/1". It may not hold Host (set the Host field), nor
+	// Content-Length or Transfer-Encoding (the request has no body).
 	Header http.Header
 	// Expect is the set of accepted status codes (default 200-399).
 	Expect StatusSet
@@ -71,6 +79,10 @@ type HTTP struct {
 	InsecureSkipVerify bool
 	// TLSConfig, when set, is cloned and used for the handshake (TLS only):
 	// root CAs, client certificates, versions. ServerName defaults to Host.
+	// It is cloned when the target is added or its check changes, and
+	// Update compares it by pointer: an Update with the same *tls.Config
+	// keeps the connection, so pass a new one to change TLS settings (a
+	// config edited in place is not noticed).
 	TLSConfig *tls.Config
 	// DisableKeepAlive opens a new connection for every check.
 	DisableKeepAlive bool
@@ -98,6 +110,12 @@ func (c HTTP) validate() error {
 	for k, vs := range c.Header {
 		if !isToken(k) {
 			return bad("Header", fmt.Sprintf("%q is not a valid field name", k))
+		}
+		switch textproto.CanonicalMIMEHeaderKey(k) {
+		case "Host":
+			return bad("Header", "must not hold Host: set the Host field")
+		case "Content-Length", "Transfer-Encoding":
+			return bad("Header", fmt.Sprintf("must not hold %s: the check sends no body", k))
 		}
 		for _, v := range vs {
 			if strings.ContainsFunc(v, isCTLNotTab) {
@@ -151,6 +169,33 @@ func serverName(host string) string {
 	return strings.Trim(host, "[]")
 }
 
+func (c HTTP) clone() Check {
+	c.Header = c.Header.Clone()
+	c.Expect = c.Expect.normalize()
+	return c
+}
+
+func (c HTTP) same(o Check) bool {
+	oc, ok := o.(HTTP)
+	if !ok || !maps.EqualFunc(c.Header, oc.Header, slices.Equal) || !slices.Equal(c.expect(), oc.expect()) {
+		return false
+	}
+	// Every other field; TestHTTPSameComparesEveryField keeps this list
+	// complete.
+	return c.Addr == oc.Addr && c.Source == oc.Source && c.TLS == oc.TLS &&
+		c.Method == oc.Method && c.Path == oc.Path && c.Host == oc.Host &&
+		c.InsecureSkipVerify == oc.InsecureSkipVerify && c.TLSConfig == oc.TLSConfig &&
+		c.DisableKeepAlive == oc.DisableKeepAlive
+}
+
+// expect is the effective status set.
+func (c HTTP) expect() StatusSet {
+	if c.Expect == nil {
+		return defaultStatusSet
+	}
+	return c.Expect
+}
+
 func (c HTTP) newProber(sh *shared) prober {
 	host := c.Host
 	if host == "" {
@@ -169,11 +214,8 @@ func (c HTTP) newProber(sh *shared) prober {
 		addr:      c.Addr.String(),
 		d:         newDialer(c.Source, "tcp"),
 		req:       &http.Request{Method: method},
-		expect:    c.Expect,
+		expect:    c.expect(), // a clone, never modified
 		keepAlive: !c.DisableKeepAlive,
-	}
-	if p.expect == nil {
-		p.expect = defaultStatusSet
 	}
 	p.raw = appendRequest(nil, method, path, host, c.Header, c.DisableKeepAlive)
 	if c.TLS {
@@ -209,7 +251,7 @@ func appendRequest(b []byte, method, path, host string, h http.Header, closeConn
 		b = append(b, "Connection: close\r\n"...)
 	}
 	for _, k := range slices.Sorted(maps.Keys(h)) {
-		if strings.EqualFold(k, "Host") || closeConn && strings.EqualFold(k, "Connection") {
+		if closeConn && strings.EqualFold(k, "Connection") {
 			continue
 		}
 		for _, v := range h[k] {

@@ -207,6 +207,7 @@ type httpServer struct {
 	method   string
 	uri      string
 	ua       string
+	probe    string // the X-Probe header
 	sni      string
 	srv      *http.Server
 	ln       net.Listener
@@ -232,6 +233,7 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
 	s.mu.Lock()
 	s.host, s.method, s.uri, s.ua = r.Host, r.Method, r.RequestURI, r.UserAgent()
+	s.probe = r.Header.Get("X-Probe")
 	if r.TLS != nil {
 		s.sni = r.TLS.ServerName
 	}
@@ -242,6 +244,12 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(int(s.status.Load()))
 	_, _ = w.Write([]byte("hello\n"))
+}
+
+func (s *httpServer) lastProbe() (uri, probe string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.uri, s.probe
 }
 
 func (s *httpServer) last() (host, method, uri, ua, sni string) {

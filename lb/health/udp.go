@@ -53,12 +53,25 @@ func (c UDP) validate() error {
 	return nil
 }
 
+func (c UDP) clone() Check {
+	c.Payload = bytes.Clone(c.Payload)
+	return c
+}
+
+// same cannot compare Match functions: two non-nil ones count as different
+// (a UDP prober holds no connection, so replacing it costs nothing).
+func (c UDP) same(o Check) bool {
+	oc, ok := o.(UDP)
+	return ok && c.Addr == oc.Addr && c.Source == oc.Source && bytes.Equal(c.Payload, oc.Payload) &&
+		c.Match == nil && oc.Match == nil
+}
+
 func (c UDP) newProber(sh *shared) prober {
 	return &udpProber{
 		sh:      sh,
 		addr:    c.Addr.String(),
 		d:       newDialer(c.Source, "udp"),
-		payload: bytes.Clone(c.Payload),
+		payload: c.Payload, // a clone, never modified
 		match:   c.Match,
 	}
 }
