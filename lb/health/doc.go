@@ -15,7 +15,9 @@
 //     Each target keeps one persistent connection between passing checks.
 //   - UDP: a datagram (RFC 768) gets a reply that a matcher accepts. An ICMP
 //     port unreachable (RFC 792, RFC 4443) fails the check at once with
-//     ErrPortUnreachable.
+//     ErrPortUnreachable; targets rate-limit those (Linux: about one a
+//     second per peer), so beyond loopback a closed port often fails only
+//     at the timeout.
 //   - Func: any function of a context.
 //
 // # State machine

@@ -112,7 +112,8 @@ func ExampleHTTP() {
 }
 
 // A UDP check of a port where nothing listens fails at once on the ICMP
-// port unreachable instead of waiting for its timeout.
+// port unreachable instead of waiting for its timeout: reliably so on
+// loopback, as here; remote hosts rate-limit their ICMP errors (see UDP).
 func ExampleUDP() {
 	conn, err := net.ListenPacket("udp", "[::1]:0")
 	if err != nil {

@@ -23,11 +23,20 @@ const maxUDPPayload = 65507
 // Each check uses a new connected UDP socket (RFC 768 datagrams, with the
 // socket bound to Addr by connect(2)). Connecting makes the kernel report an
 // ICMP port unreachable (RFC 792 type 3 code 3, or ICMPv6 type 1 code 4)
-// for the target back to the socket, so that a closed port fails at once
+// for the target back to the socket, so that a closed port can fail at once
 // with ErrPortUnreachable instead of waiting for the timeout; and a fresh
 // socket per check means a late reply to an earlier, timed-out check can
 // never be taken for the answer to this one. UDP leaves nothing behind in
 // the kernel when the socket closes.
+//
+// The fast failure is reliable on loopback only. A remote target's kernel
+// rate-limits the ICMP errors it sends: Linux per destination
+// (net.ipv4.icmp_ratelimit, by default one per second with a small burst;
+// net.ipv6.icmp.ratelimit) and host-wide (net.ipv4.icmp_msgs_per_sec, by
+// default 1000 a second), and firewalls often drop them. So checks of
+// several closed ports on one host, or of a host that is busy refusing
+// other traffic, mostly see no ICMP and fail with ErrTimeout instead: a
+// dead UDP service is always detected, but within the Timeout, not at once.
 type UDP struct {
 	// Addr is the address and port to send to.
 	Addr netip.AddrPort
