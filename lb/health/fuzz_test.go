@@ -113,6 +113,9 @@ func FuzzReadResponse(f *testing.F) {
 		"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
 		"HTTP/1.1 301 Moved\r\nConnection: close\r\nLocation: /\r\n\r\n",
 		"SSH-2.0-OpenSSH\r\n",
+		"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500 Oops\r\n\r\n",
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
 	} {
 		f.Add([]byte(s), false)
 	}
@@ -132,13 +135,28 @@ func FuzzReadResponse(f *testing.F) {
 			}
 			return
 		}
-		line, _, _ := strings.Cut(string(data), "\n")
-		proto, rest, _ := strings.Cut(line, " ")
-		code, _ := strconv.Atoi(strings.TrimSpace(rest)[:min(3, len(strings.TrimSpace(rest)))])
-		if !strings.HasPrefix(proto, "HTTP/") || !defaultStatusSet.Contains(code) {
-			t.Fatalf("passed a response with status line %q", line)
+		// The first status line is accepted, or an interim 1xx one that a
+		// later accepted status line follows.
+		lines := strings.Split(string(data), "\n")
+		first, ok := statusCode(lines[0])
+		if !ok || !defaultStatusSet.Contains(first) && (first < 100 || first > 199 || first == 101) {
+			t.Fatalf("passed a response with status line %q", lines[0])
+		}
+		if !defaultStatusSet.Contains(first) && !slices.ContainsFunc(lines[1:], func(l string) bool {
+			code, ok := statusCode(l)
+			return ok && defaultStatusSet.Contains(code)
+		}) {
+			t.Fatalf("passed %q, where no status line carries an accepted code", data)
 		}
 	})
+}
+
+// statusCode returns the code of an HTTP/1.x status line.
+func statusCode(line string) (int, bool) {
+	proto, rest, _ := strings.Cut(line, " ")
+	rest = strings.TrimSpace(rest)
+	code, err := strconv.Atoi(rest[:min(3, len(rest))])
+	return code, strings.HasPrefix(proto, "HTTP/") && err == nil
 }
 
 // FuzzHTTPRequest checks that every HTTP check that validates serializes

@@ -361,13 +361,34 @@ func (p *httpProber) roundTrip(conn net.Conn) (reusable bool, err error) {
 	return readResponse(br, p.req, p.expect, p.keepAlive)
 }
 
-// readResponse reads one response from br and checks its status against
-// expect. reusable reports whether the whole response was consumed and the
-// server allows another request on the connection.
+// interim reports whether code is that of an interim response, which a
+// final one follows.
+func interim(code int) bool {
+	return code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols
+}
+
+// maxInterim bounds the interim (1xx) responses a check reads before the
+// final one.
+const maxInterim = 8
+
+// readResponse reads the response to one request from br and checks its
+// status against expect: interim 1xx responses (RFC 9110, section 15.2,
+// such as 100 Continue and 103 Early Hints) are skipped, except 101
+// Switching Protocols, which is final and leaves the connection unusable
+// for HTTP. reusable reports whether the whole response was consumed and
+// the server allows another request on the connection.
 func readResponse(br *bufio.Reader, req *http.Request, expect StatusSet, keepAlive bool) (reusable bool, err error) {
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		return false, err
+	var resp *http.Response
+	for n := 0; ; n++ {
+		if resp, err = http.ReadResponse(br, req); err != nil {
+			return false, err
+		}
+		if !interim(resp.StatusCode) {
+			break
+		}
+		if n == maxInterim {
+			return false, fmt.Errorf("more than %d interim (1xx) responses", maxInterim)
+		}
 	}
 	n, err := io.CopyN(io.Discard, resp.Body, maxBody+1)
 	_ = resp.Body.Close()
@@ -377,7 +398,8 @@ func readResponse(br *bufio.Reader, req *http.Request, expect StatusSet, keepAli
 	if !expect.Contains(resp.StatusCode) {
 		return false, &StatusError{Code: resp.StatusCode, Expect: expect}
 	}
-	return keepAlive && n <= maxBody && !resp.Close && br.Buffered() == 0, nil
+	return keepAlive && n <= maxBody && !resp.Close && br.Buffered() == 0 &&
+		resp.StatusCode != http.StatusSwitchingProtocols, nil
 }
 
 func (p *httpProber) close() {

@@ -6,6 +6,7 @@ package health
 // timeout, and nothing waits on a sleep.
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -74,6 +75,21 @@ func TestTCPUpDownUp(t *testing.T) {
 			if up.From != StateDown || up.Reason != "2 checks passed in a row" {
 				t.Errorf("recovery %+v", up)
 			}
+		})
+	}
+}
+
+func TestTCPRefusedFailsFast(t *testing.T) {
+	for _, lo := range loopbacks {
+		t.Run(lo.name, func(t *testing.T) {
+			h := newHarness(t, false, Options{})
+			const timeout = 5 * time.Second
+			h.add(Target{ID: "closed", Check: TCP{Addr: closedTCPPort(t, lo.addr)}, Interval: fastInterval, Timeout: timeout})
+			down := h.await("closed", StateDown)
+			if down.From != StateUnknown || !errors.Is(down.Err, syscall.ECONNREFUSED) {
+				t.Errorf("down because of %v, want connection refused", down.Err)
+			}
+			checkFast(t, down, timeout)
 		})
 	}
 }
@@ -238,6 +254,64 @@ func TestHTTPExpectAndMethod(t *testing.T) {
 	srv.status.Store(http.StatusBadGateway)
 	h.await("only5xx", StateUp)
 	h.await("default", StateDown)
+}
+
+// TestHTTPInterimResponses: a 103 Early Hints (RFC 8297) before the final
+// response is not the answer; the check judges the final one and keeps the
+// connection.
+func TestHTTPInterimResponses(t *testing.T) {
+	srv := startHTTPServer(t, netipA("127.0.0.1"), false)
+	srv.hints.Store(true)
+	h := newHarness(t, false, Options{})
+	h.add(Target{ID: "web", Timeout: okTimeout, Interval: fastInterval, Rise: 1, Fall: 1, Check: HTTP{Addr: srv.addr}})
+	up := h.await("web", StateUp)
+	if up.From != StateUnknown {
+		t.Errorf("first transition %v", up)
+	}
+	waitFor(t, "a few requests", func() bool { return srv.requests.Load() >= 5 })
+	if c := srv.conns.Load(); c != 1 {
+		t.Errorf("%d connections: the connection was not kept after 103 + 200", c)
+	}
+	srv.status.Store(http.StatusServiceUnavailable)
+	down := h.await("web", StateDown)
+	var se *StatusError
+	if !errors.As(down.Err, &se) || se.Code != http.StatusServiceUnavailable {
+		t.Errorf("down because of %v, want 503 (the final status, not 103)", down.Err)
+	}
+}
+
+func TestReadResponseInterim(t *testing.T) {
+	get := &http.Request{Method: http.MethodGet}
+	for _, tc := range []struct {
+		name     string
+		in       string
+		expect   StatusSet
+		code     int // 0: passes
+		reusable bool
+	}{
+		{"100 then 200", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", nil, 0, true},
+		{"two 103 then 204", "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", nil, 0, true},
+		{"103 then 503", "HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n", nil, 503, false},
+		{"101 is final", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n", nil, 101, false},
+		{"101 expected, never reused", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n", Statuses(101), 0, false},
+		{"only interim", strings.Repeat("HTTP/1.1 103 Early Hints\r\n\r\n", maxInterim+1) + "HTTP/1.1 200 OK\r\n\r\n", nil, -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			expect := tc.expect
+			if expect == nil {
+				expect = defaultStatusSet
+			}
+			reusable, err := readResponse(bufio.NewReader(strings.NewReader(tc.in)), get, expect, true)
+			var se *StatusError
+			switch {
+			case tc.code == 0 && err != nil, tc.code > 0 && (!errors.As(err, &se) || se.Code != tc.code), tc.code < 0 && err == nil:
+				t.Errorf("got %v, want code %d", err, tc.code)
+			}
+			if reusable != tc.reusable {
+				t.Errorf("reusable = %v, want %v", reusable, tc.reusable)
+			}
+		})
+	}
 }
 
 func TestHTTPWithoutKeepAlive(t *testing.T) {

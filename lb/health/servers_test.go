@@ -200,6 +200,7 @@ type httpServer struct {
 	tls    *tls.Config
 	status atomic.Int64
 	slow   atomic.Bool
+	hints  atomic.Bool   // send 103 Early Hints before the final response
 	idle   time.Duration // the server's keep-alive timeout; 0 for none
 	// last request seen
 	mu       sync.Mutex
@@ -241,6 +242,11 @@ func (s *httpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.slow.Load() {
 		<-r.Context().Done() // until the client gives up
 		return
+	}
+	if s.hints.Load() {
+		w.Header().Set("Link", "</style.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
 	}
 	w.WriteHeader(int(s.status.Load()))
 	_, _ = w.Write([]byte("hello\n"))
