@@ -163,32 +163,50 @@ func (s *tcpServer) down() {
 // or wedged backend looks to a TCP check.
 func fullBacklog(t testing.TB, host netip.Addr) netip.AddrPort {
 	t.Helper()
-	var lc net.ListenConfig
-	ln, err := lc.Listen(t.Context(), "tcp", netip.AddrPortFrom(host, 0).String())
+	addr, closeAll, err := listenFull(host)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	t.Cleanup(closeAll)
+	return addr
+}
+
+// listenFull opens the listener fullBacklog describes (also used by the
+// benchmarks' server process); closeAll closes it and its queued
+// connections.
+func listenFull(host netip.Addr) (addr netip.AddrPort, closeAll func(), err error) {
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(host, 0).String())
+	if err != nil {
+		return addr, nil, err
+	}
+	closers := []io.Closer{ln}
+	closeAll = func() {
+		for _, c := range closers {
+			_ = c.Close()
+		}
+	}
 	// Shrink the backlog to one connection.
 	rc, err := ln.(*net.TCPListener).SyscallConn()
 	if err != nil {
-		t.Fatal(err)
+		closeAll()
+		return addr, nil, err
 	}
 	var lerr error
 	if err := rc.Control(func(fd uintptr) { lerr = syscall.Listen(int(fd), 0) }); err != nil || lerr != nil {
-		t.Fatal(err, lerr)
+		closeAll()
+		return addr, nil, errors.Join(err, lerr)
 	}
-	addr := addrOf(ln.Addr())
+	addr = addrOf(ln.Addr())
 	// Fill the queue; once a connect is not answered the queue is full.
 	for i := 0; i < 8; i++ {
 		c, err := net.DialTimeout("tcp", addr.String(), 200*time.Millisecond)
 		if err != nil {
-			return addr
+			return addr, closeAll, nil
 		}
-		t.Cleanup(func() { c.Close() })
+		closers = append(closers, c)
 	}
-	t.Fatal("could not fill the accept queue")
-	return addr
+	closeAll()
+	return addr, nil, errors.New("could not fill the accept queue")
 }
 
 // httpServer serves HTTP or HTTPS on loopback. Its status, slowness and
