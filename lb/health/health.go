@@ -216,7 +216,8 @@ type Status struct {
 type Stats struct {
 	// Targets is how many targets are registered.
 	Targets int
-	// InFlight is how many checks are running now.
+	// InFlight is how many checks are running now or waiting for a free
+	// worker (taken from the schedule, not finished).
 	InFlight int
 	// Workers is how many worker goroutines exist. They are started while
 	// due checks wait for one, up to Options.MaxConcurrent, and exit after
@@ -229,9 +230,10 @@ type Stats struct {
 	// millisecond) after they were due: because MaxConcurrent checks were
 	// already running, or because the process was short of CPU.
 	Late uint64
-	// StartDelay is the sum of how late those checks started (see
-	// Status.LastStartDelay), so that the change in StartDelay over the
-	// change in Checks is the mean delay over any period.
+	// StartDelay is the sum, over the checks counted in Checks, of how
+	// late each started (see Status.LastStartDelay), so that the change in
+	// StartDelay over the change in Checks is the mean delay over any
+	// period.
 	StartDelay time.Duration
 	// Transitions counts the state transitions since Run started.
 	Transitions uint64
