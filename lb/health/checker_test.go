@@ -103,6 +103,25 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// runChecker runs c.Run in a goroutine. cancel stops it; wait waits for
+// Run to return, which must be with nil and within 20 s.
+func runChecker(t testing.TB, c *Checker) (cancel context.CancelFunc, wait func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	return cancel, func() {
+		t.Helper()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("Run did not return")
+		}
+	}
+}
+
 // quiet reports whether the checker has nothing to do at the current
 // clock time: no check running and none due.
 func (c *Checker) quiet() bool {
@@ -542,19 +561,10 @@ func TestRunStopsPromptlyWithoutLeaks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- c.Run(ctx) }()
+	cancel, wait := runChecker(t, c)
 	waitFor(t, "all checks running", func() bool { return started.Load() == 50 })
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run did not return")
-	}
+	wait()
 	if cancelled.Load() != 50 {
 		t.Errorf("%d checks saw the cancellation, want 50", cancelled.Load())
 	}
@@ -824,9 +834,7 @@ func TestChangesWhileRunStops(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- c.Run(ctx) }()
+			cancel, wait := runChecker(t, c)
 			<-started
 			<-started
 			cancel()
@@ -846,14 +854,7 @@ func TestChangesWhileRunStops(t *testing.T) {
 				t.Errorf("%s while Run stops: %v", op, err)
 			}
 			close(release)
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatal("Run did not return")
-			}
+			wait()
 		})
 	}
 }
@@ -864,8 +865,6 @@ func TestChangesWhileRunStops(t *testing.T) {
 func TestConcurrentChangesAndCancel(t *testing.T) {
 	for round := 0; round < 5; round++ {
 		c := New(Options{})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
 		check := func(d time.Duration) Func {
 			return func(ctx context.Context) error {
 				select {
@@ -875,7 +874,7 @@ func TestConcurrentChangesAndCancel(t *testing.T) {
 				return nil
 			}
 		}
-		go func() { done <- c.Run(ctx) }()
+		cancel, wait := runChecker(t, c)
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
 		for g := 0; g < 4; g++ {
@@ -919,14 +918,7 @@ func TestConcurrentChangesAndCancel(t *testing.T) {
 		}
 		time.Sleep(30 * time.Millisecond) // let checks run while the changes go on
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("Run did not return")
-		}
+		wait()
 		close(stop)
 		wg.Wait()
 	}
@@ -978,15 +970,9 @@ func TestTransitionsAreBoundedWhenNobodyReads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	cancel, wait := runChecker(t, c)
+	defer wait()
+	defer cancel()
 	waitFor(t, "Run to start", func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.state == running })
 	for r := 0; r < rounds; r++ {
 		clk.Advance(time.Second)
