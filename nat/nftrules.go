@@ -26,7 +26,8 @@ const (
 	nftServicesChain    = "services"                 // dispatch: frontends and node ports
 	nftMasquerading     = "masquerading"             // hairpin mark, masquerade marked packets
 	nftEndpointsCheck   = "endpoints-check"          // cluster IPs: reject or drop without (local) endpoints
-	nftExternalCheck    = "external-endpoints-check" // external IPs, load-balancer IPs, node ports: the same
+	nftExternalCheck    = "external-endpoints-check" // external and load-balancer IPs: the same
+	nftNodePortCheck    = "nodeport-endpoints-check" // node ports (local addresses: input only): the same
 	nftFirewallCheck    = "firewall-check"           // load-balancer source ranges
 	nftRejectChain      = "reject-chain"             // reject, the verdict of no-endpoint elements
 )
@@ -599,7 +600,8 @@ func (b *nftBuilder) globals() ([]nftables.Chain, []nftables.Set) {
 	flt, nat := nftables.ChainTypeFilter, nftables.ChainTypeNAT
 	chains := []nftables.Chain{
 		base(nftFilterPrerouting, flt, nftables.HookPrerouting, nftFilterPriority, nftables.R(newConn, nftables.Jump(nftFirewallCheck))),
-		base(nftFilterInput, flt, nftables.HookInput, nftFilterPriority, nftables.R(newConn, nftables.Jump(nftExternalCheck))),
+		base(nftFilterInput, flt, nftables.HookInput, nftFilterPriority,
+			nftables.R(newConn, nftables.Jump(nftExternalCheck)), nftables.R(newConn, nftables.Jump(nftNodePortCheck))),
 		base(nftFilterForward, flt, nftables.HookForward, nftFilterPriority,
 			nftables.R(newConn, nftables.Jump(nftEndpointsCheck)), nftables.R(newConn, nftables.Jump(nftExternalCheck))),
 		base(nftFilterOutput, flt, nftables.HookOutput, nftFilterPriority,
@@ -612,6 +614,9 @@ func (b *nftBuilder) globals() ([]nftables.Chain, []nftables.Set) {
 	services := nftables.Chain{Name: nftServicesChain}
 	check := nftables.Chain{Name: nftEndpointsCheck}
 	extCheck := nftables.Chain{Name: nftExternalCheck}
+	// Node ports are local addresses, which only the input hook sees: the
+	// forward hook need not pay the fib lookup.
+	npCheck := nftables.Chain{Name: nftNodePortCheck}
 	firewall := nftables.Chain{Name: nftFirewallCheck}
 	masq := nftables.Chain{Name: nftMasquerading}
 	mark := b.cfg.MasqueradeMark
@@ -625,7 +630,7 @@ func (b *nftBuilder) globals() ([]nftables.Chain, []nftables.Set) {
 		firewall.Rules = append(firewall.Rules, nftables.R(nftables.VMap{Key: addrKey, Map: f.set(nftFirewallIPs)}))
 		for _, m := range b.nodePortMatches(f) {
 			services.Rules = append(services.Rules, nftables.R(append(m, nftables.VMap{Key: portKey, Map: f.set(nftServiceNodePorts)})...))
-			extCheck.Rules = append(extCheck.Rules, nftables.R(append(m, nftables.VMap{Key: portKey, Map: f.set(nftNoEndpointNodePorts)})...))
+			npCheck.Rules = append(npCheck.Rules, nftables.R(append(m, nftables.VMap{Key: portKey, Map: f.set(nftNoEndpointNodePorts)})...))
 		}
 		masq.Rules = append(masq.Rules, nftables.Rule{Stmts: []nftables.Stmt{
 			nftables.CtStatus{Bits: nftables.CtStatusDNAT},
@@ -649,7 +654,7 @@ func (b *nftBuilder) globals() ([]nftables.Chain, []nftables.Set) {
 		nftables.R(nftables.MarkMatch{Mask: mark, Value: 0}, nftables.Return()),
 		nftables.R(nftables.SetMark{Op: nftables.MarkXor, Value: mark}),
 		nftables.Rule{Stmts: []nftables.Stmt{nftables.Masquerade{FullyRandom: b.cfg.RandomFully}}, Comment: "lbkit service traffic requiring SNAT"})
-	chains = append(chains, services, check, extCheck, firewall, masq)
+	chains = append(chains, services, check, extCheck, npCheck, firewall, masq)
 	return chains, sets
 }
 
