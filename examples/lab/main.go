@@ -119,6 +119,7 @@ func run(engine, weightList string, requests int, keep bool) error {
 		if err := lab.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "lab: cleanup:", err)
 		}
+		fmt.Printf("== done in %.1fs\n", time.Since(start).Seconds())
 	}()
 	client, balancer := lab.Host("client"), lab.Host("balancer")
 	backends := []*nettest.Host{lab.Host("be1"), lab.Host("be2"), lab.Host("be3")}
@@ -211,7 +212,6 @@ func run(engine, weightList string, requests int, keep bool) error {
 	if err := prog.cleanup(context.Background()); err != nil {
 		return fmt.Errorf("removing the rules: %w", err)
 	}
-	fmt.Printf("== done in %.1fs\n", time.Since(start).Seconds())
 	if failures > 0 {
 		return fmt.Errorf("%d of %d requests failed", failures, requests)
 	}
@@ -251,16 +251,22 @@ func program(ctx context.Context, engine string, balancer *nettest.Host, cfg nat
 	}
 	return &programmed{
 		summary: fmt.Sprintf("one iptables-restore: %d chains, %d rules, %d bytes", stats[0].ChainsWritten, stats[0].Rules, stats[0].Bytes),
-		listing: "iptables-save -t nat",
+		listing: "iptables-save",
 		rules: func(ctx context.Context) ([]string, error) {
-			out, err := balancer.Run(ctx, "iptables-save", "-t", "nat")
-			if err != nil {
-				return nil, err
-			}
+			// lbkit's rules of both tables it writes: DNAT and
+			// masquerading in nat, rejects for ports without endpoints
+			// in filter.
 			var lines []string
-			for _, line := range strings.Split(string(out), "\n") {
-				if strings.Contains(line, nat.DefaultPrefix) {
-					lines = append(lines, line)
+			for _, table := range []string{"nat", "filter"} {
+				out, err := balancer.Run(ctx, "iptables-save", "-t", table)
+				if err != nil {
+					return nil, err
+				}
+				lines = append(lines, "*"+table)
+				for _, line := range strings.Split(string(out), "\n") {
+					if strings.Contains(line, nat.DefaultPrefix) {
+						lines = append(lines, line)
+					}
 				}
 			}
 			return lines, nil
