@@ -979,13 +979,16 @@ func TestTransitionsAreBoundedWhenNobodyReads(t *testing.T) {
 		waitFor(t, "the round's checks", c.quiet)
 	}
 	st := c.Stats()
-	if st.Transitions != n*rounds {
-		t.Fatalf("%d transitions, want %d (every check flips its target)", st.Transitions, n*rounds)
+	// Every check flips its target. A target whose first check falls
+	// within the batch window of the start is checked once more than the
+	// rounds.
+	if st.Transitions != st.Checks || st.Checks < n*rounds || st.Checks > n*(rounds+1) {
+		t.Fatalf("%d transitions of %d checks, want one per check and %d to %d checks", st.Transitions, st.Checks, n*rounds, n*(rounds+1))
 	}
 	if q := c.queuedTransitions(); q > n {
 		t.Fatalf("%d transitions queued for %d targets, want at most one per target", q, n)
 	}
-	if st.Coalesced < n*rounds-2*n {
+	if st.Coalesced < st.Transitions-2*n {
 		t.Errorf("Coalesced = %d, want most of the %d transitions", st.Coalesced, st.Transitions)
 	}
 	// Removing targets discards their waiting transitions.
@@ -1000,6 +1003,11 @@ func TestTransitionsAreBoundedWhenNobodyReads(t *testing.T) {
 	}
 	last := map[string]Transition{}
 	got := 0
+	var blockedOn string // the target of the first transition received
+	// The notifier counts a coalesced transition that returned to the
+	// state last delivered only when it reaches it in the queue, so the
+	// stats are polled again while nothing arrives.
+	deadline := time.After(20 * time.Second)
 	for {
 		st := c.Stats()
 		if uint64(got) == st.Transitions-st.Coalesced {
@@ -1007,13 +1015,16 @@ func TestTransitionsAreBoundedWhenNobodyReads(t *testing.T) {
 		}
 		select {
 		case tr := <-ch:
-			got++
+			if got++; got == 1 {
+				blockedOn = tr.ID
+			}
 			p, ok := last[tr.ID]
 			if !ok && tr.From != StateUnknown || ok && p.To != tr.From || tr.From == tr.To {
 				t.Errorf("%s: %v after %v", tr.ID, tr, p)
 			}
 			last[tr.ID] = tr
-		case <-time.After(20 * time.Second):
+		case <-time.After(10 * time.Millisecond):
+		case <-deadline:
 			t.Fatalf("received %d transitions, stats %+v", got, st)
 		}
 	}
@@ -1031,7 +1042,16 @@ func TestTransitionsAreBoundedWhenNobodyReads(t *testing.T) {
 		t.Errorf("received transitions of %d removed targets", removed)
 	}
 	for _, s := range c.Snapshot() {
-		if tr, ok := last[s.ID]; !ok || tr.To != s.State || tr.At != s.Since {
+		tr, ok := last[s.ID]
+		if ok && s.ID == blockedOn && tr.To == s.State {
+			// The transition the notifier was blocked on was taken
+			// from the queue early; if its target flipped an even
+			// number of times after it, the waiting transition
+			// returned to that state and was skipped, so the state
+			// is the same but since a later time.
+			continue
+		}
+		if !ok || tr.To != s.State || tr.At != s.Since {
 			t.Errorf("%s is %v since %v; the last transition delivered was %v at %v", s.ID, s.State, s.Since, tr, tr.At)
 		}
 	}
