@@ -39,8 +39,9 @@ lint:
 	$(GO) run $(STATICCHECK) $(PKGS)
 	$(GO) run $(STATICCHECK) -tags vmtest $(PKGS)
 
-## test: deps, lint, then all three tiers (unit + netns, then the VM)
-test: deps lint test-netns vmtest
+## test: deps, lint, then all three tiers: tier 1 under the race detector,
+## tiers 1 and 2 on the kernel, then the VM
+test: deps lint test-unit test-netns vmtest
 
 ## test-unit: tier 1 only, no root needed (kernel tests skip under -short)
 test-unit:
