@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/lbkit/lbkit/lb"
 )
@@ -18,9 +20,7 @@ var ip = netip.MustParseAddr
 func mkPool(t testing.TB, name string, addrs ...string) AddressPool {
 	t.Helper()
 	rs, err := ParseRanges(addrs...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return AddressPool{Name: name, Ranges: rs}
 }
 
@@ -30,18 +30,14 @@ func buggy(p AddressPool) AddressPool  { p.AvoidBuggyIPs = true; return p }
 func mustNew(t testing.TB, pools ...AddressPool) *Allocator {
 	t.Helper()
 	a, err := New(pools)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return a
 }
 
 func mustAlloc(t testing.TB, a *Allocator, req Request) Assignment {
 	t.Helper()
 	got, err := a.Allocate(req)
-	if err != nil {
-		t.Fatalf("Allocate(%+v): %v", req, err)
-	}
+	require.NoError(t, err, "Allocate(%+v)", req)
 	return got
 }
 
@@ -53,19 +49,21 @@ func addrs(ss ...string) []netip.Addr {
 	return out
 }
 
+// wantIPs requires got to be from pool with exactly the addresses want (in
+// order). The message names them readably: testify prints netip.Addr by
+// its internals.
 func wantIPs(t testing.TB, got Assignment, pool string, want ...string) {
 	t.Helper()
-	if got.Pool != pool || !slices.Equal(got.IPs, addrs(want...)) {
-		t.Fatalf("%s got %s %v, want %s %v", got.Service, got.Pool, got.IPs, pool, want)
-	}
+	msg := []any{"%s got %s %v, want %s %v", got.Service, got.Pool, got.IPs, pool, want}
+	require.Equal(t, pool, got.Pool, msg...)
+	require.Equal(t, addrs(want...), got.IPs, msg...)
 }
 
 func wantAllocErr(t testing.TB, err error, sentinel error) *AllocationError {
 	t.Helper()
 	var ae *AllocationError
-	if !errors.As(err, &ae) || !errors.Is(err, sentinel) {
-		t.Fatalf("error = %v (%T), want *AllocationError matching %v", err, err, sentinel)
-	}
+	require.ErrorAs(t, err, &ae)
+	require.ErrorIs(t, err, sentinel)
 	return ae
 }
 
@@ -83,9 +81,8 @@ func TestAllocateFirstPoolWithRoomInConfigOrder(t *testing.T) {
 	// small is full: the next auto-assign pool is used, never the manual one.
 	wantIPs(t, mustAlloc(t, a, Request{Service: "s3"}), "big", "198.51.100.0")
 	// A freed address is the lowest free one again.
-	if _, ok := a.Release("s1"); !ok {
-		t.Fatal("Release(s1) = false")
-	}
+	_, ok := a.Release("s1")
+	require.True(t, ok, "Release(s1) = false")
 	wantIPs(t, mustAlloc(t, a, Request{Service: "s4"}), "small", "192.0.2.10")
 	// The manual pool is used when named.
 	wantIPs(t, mustAlloc(t, a, Request{Service: "s5", Pool: "expensive"}), "expensive", "203.0.113.0")
@@ -98,17 +95,14 @@ func TestAllocateExhausted(t *testing.T) {
 	mustAlloc(t, a, Request{Service: "a"})
 	_, err := a.Allocate(Request{Service: "b"})
 	ae := wantAllocErr(t, err, ErrPoolExhausted)
-	if ae.Service != "b" || ae.Family != IPv4 {
-		t.Fatalf("AllocationError = %+v", ae)
-	}
+	require.Equal(t, "b", ae.Service, "AllocationError = %+v", ae)
+	require.Equal(t, IPv4, ae.Family, "AllocationError = %+v", ae)
 	_, err = a.Allocate(Request{Service: "b", Family: IPv6, Pool: "p"})
 	ae = wantAllocErr(t, err, ErrPoolExhausted)
-	if ae.Pool != "p" || ae.Family != IPv6 {
-		t.Fatalf("AllocationError = %+v", ae)
-	}
-	if _, ok := a.Assignment("b"); ok {
-		t.Fatal("failed request left an assignment")
-	}
+	require.Equal(t, "p", ae.Pool, "AllocationError = %+v", ae)
+	require.Equal(t, IPv6, ae.Family, "AllocationError = %+v", ae)
+	_, ok := a.Assignment("b")
+	require.False(t, ok, "failed request left an assignment")
 	// No auto-assign pool at all.
 	b := mustNew(t, manual(mkPool(t, "m", "198.51.100.0/24")))
 	_, err = b.Allocate(Request{Service: "x"})
@@ -129,28 +123,23 @@ func TestAvoidBuggyIPs(t *testing.T) {
 	for _, s := range []string{"192.0.2.255", "192.0.3.0"} {
 		_, err := a.Allocate(Request{Service: "d", IPs: addrs(s)})
 		ae := wantAllocErr(t, err, ErrNotInPool)
-		if !strings.Contains(ae.Detail, "AvoidBuggyIPs") {
-			t.Errorf("detail %q does not explain AvoidBuggyIPs", ae.Detail)
-		}
+		assert.Contains(t, ae.Detail, "AvoidBuggyIPs", "detail does not explain AvoidBuggyIPs")
 	}
 	st := a.Stats()
-	if st[0].IPv4Size != 2 || st[0].IPv4InUse != 2 || st[1].IPv4Size != 1 {
-		t.Fatalf("stats = %+v", st)
-	}
+	require.Equal(t, uint64(2), st[0].IPv4Size, "stats = %+v", st)
+	require.Equal(t, 2, st[0].IPv4InUse, "stats = %+v", st)
+	require.Equal(t, uint64(1), st[1].IPv4Size, "stats = %+v", st)
 	// IPv6 addresses ending in 0 or ff are not affected.
 	b := mustNew(t, buggy(mkPool(t, "v6", "2001:db8::ff-2001:db8::100")))
 	wantIPs(t, mustAlloc(t, b, Request{Service: "a", Family: IPv6}), "v6", "2001:db8::ff")
 	wantIPs(t, mustAlloc(t, b, Request{Service: "b", Family: IPv6}), "v6", "2001:db8::100")
 	// A big pool with AvoidBuggyIPs: two per /24 are excluded.
 	c := mustNew(t, buggy(mkPool(t, "p", "10.0.0.0/16")))
-	if got := c.Stats()[0].IPv4Size; got != 65536-512 {
-		t.Fatalf("size of /16 avoiding buggy IPs = %d", got)
-	}
+	require.Equal(t, uint64(65536-512), c.Stats()[0].IPv4Size, "size of /16 avoiding buggy IPs")
 	for i := 0; i < 600; i++ {
 		got := mustAlloc(t, c, Request{Service: "s" + strconv.Itoa(i)})
-		if b := got.IPs[0].As4()[3]; b == 0 || b == 255 {
-			t.Fatalf("handed out %v", got.IPs[0])
-		}
+		b := got.IPs[0].As4()[3]
+		require.True(t, b != 0 && b != 255, "handed out %v", got.IPs[0])
 	}
 }
 
@@ -164,14 +153,14 @@ func TestRequestedIPs(t *testing.T) {
 	_, err := a.Allocate(Request{Service: "y", IPs: addrs("192.0.2.77")})
 	wantAllocErr(t, err, ErrAddressInUse)
 	var se *SharingError
-	if !errors.As(err, &se) || se.Rule != RuleHolderNotShared || se.Holder != "x" || se.IP != ip("192.0.2.77") {
-		t.Fatalf("sharing error = %+v", se)
-	}
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, RuleHolderNotShared, se.Rule, "sharing error = %+v", se)
+	require.Equal(t, "x", se.Holder, "sharing error = %+v", se)
+	require.Equal(t, ip("192.0.2.77"), se.IP, "sharing error on %v, want 192.0.2.77", se.IP)
 	// Outside every pool.
 	_, err = a.Allocate(Request{Service: "y", IPs: addrs("203.0.113.1")})
-	if ae := wantAllocErr(t, err, ErrNotInPool); ae.IP != ip("203.0.113.1") {
-		t.Fatalf("IP = %v", ae.IP)
-	}
+	ae := wantAllocErr(t, err, ErrNotInPool)
+	require.Equal(t, ip("203.0.113.1"), ae.IP, "IP = %v, want 203.0.113.1", ae.IP)
 	// In a pool, but not the requested one.
 	_, err = a.Allocate(Request{Service: "y", IPs: addrs("192.0.2.5"), Pool: "b"})
 	wantAllocErr(t, err, ErrNotInPool)
@@ -188,9 +177,8 @@ func TestRequestedIPs(t *testing.T) {
 	// One requested, the other family picked from the same pool.
 	wantIPs(t, mustAlloc(t, a, Request{Service: "f", Family: DualStack, IPs: addrs("2001:db8:b::9")}),
 		"b", "198.51.100.0", "2001:db8:b::9")
-	if _, ok := a.Assignment("e"); ok {
-		t.Fatal("failed request left an assignment")
-	}
+	_, ok := a.Assignment("e")
+	require.False(t, ok, "failed request left an assignment")
 }
 
 func TestDualStack(t *testing.T) {
@@ -208,39 +196,31 @@ func TestDualStack(t *testing.T) {
 		mustAlloc(t, a, Request{Service: "six" + strconv.Itoa(i), Family: IPv6, Pool: "both"})
 	}
 	_, err := a.Allocate(Request{Service: "d2", Family: DualStack})
-	if ae := wantAllocErr(t, err, ErrPoolExhausted); ae.Family&IPv6 == 0 {
-		t.Fatalf("family = %v, want IPv6 reported missing", ae.Family)
-	}
+	ae := wantAllocErr(t, err, ErrPoolExhausted)
+	require.NotZero(t, ae.Family&IPv6, "family = %v, want IPv6 reported missing", ae.Family)
 	// IPv4 of "both" was not consumed by the failed attempt.
-	if st := a.Stats()[2]; st.IPv4InUse != 1 || st.IPv6InUse != 4 {
-		t.Fatalf("stats = %+v", st)
-	}
+	st := a.Stats()[2]
+	require.Equal(t, 1, st.IPv4InUse, "stats = %+v", st)
+	require.Equal(t, 4, st.IPv6InUse, "stats = %+v", st)
 }
 
 func TestReleaseAndReallocate(t *testing.T) {
 	a := mustNew(t, mkPool(t, "p", "192.0.2.0/29"))
 	x := mustAlloc(t, a, Request{Service: "x", SharingKey: "k", Ports: []Port{tcp(80)}})
 	y := mustAlloc(t, a, Request{Service: "y", SharingKey: "k", Ports: []Port{tcp(443)}})
-	if x.IPs[0] != y.IPs[0] {
-		t.Fatalf("same key, different ports: not co-located: %v %v", x.IPs, y.IPs)
-	}
-	if got := a.Holders(x.IPs[0]); !slices.Equal(got, []string{"x", "y"}) {
-		t.Fatalf("Holders = %v", got)
-	}
+	require.Equal(t, x.IPs[0], y.IPs[0], "same key, different ports: not co-located: %v %v", x.IPs, y.IPs)
+	require.Equal(t, []string{"x", "y"}, a.Holders(x.IPs[0]), "Holders")
 	rel, ok := a.Release("x")
-	if !ok || rel.Service != "x" || rel.IPs[0] != x.IPs[0] {
-		t.Fatalf("Release = %+v %v", rel, ok)
-	}
+	require.True(t, ok, "Release(x) = false")
+	require.Equal(t, "x", rel.Service, "Release = %+v", rel)
+	require.Equal(t, x.IPs[0], rel.IPs[0], "Release = %+v, want %v", rel, x.IPs[0])
 	// Still held by y, so a non-sharing service gets the next address.
 	wantIPs(t, mustAlloc(t, a, Request{Service: "z"}), "p", "192.0.2.1")
-	if _, ok := a.Release("x"); ok {
-		t.Fatal("second Release(x) = true")
-	}
+	_, ok = a.Release("x")
+	require.False(t, ok, "second Release(x) = true")
 	a.Release("y")
 	wantIPs(t, mustAlloc(t, a, Request{Service: "w"}), "p", "192.0.2.0")
-	if st := a.Stats()[0]; st.IPv4InUse != 2 {
-		t.Fatalf("in use = %d", st.IPv4InUse)
-	}
+	require.Equal(t, 2, a.Stats()[0].IPv4InUse, "in use")
 }
 
 func TestAllocateExistingService(t *testing.T) {
@@ -252,20 +232,18 @@ func TestAllocateExistingService(t *testing.T) {
 	// s changes its ports to collide with t: refused, s keeps its old ports.
 	_, err := a.Allocate(Request{Service: "s", SharingKey: "k", Ports: []Port{tcp(443)}})
 	var se *SharingError
-	if !errors.As(err, &se) || se.Rule != RulePortCollision || se.Port != tcp(443) || se.Holder != "t" {
-		t.Fatalf("err = %v", err)
-	}
-	if got, _ := a.Assignment("s"); !slices.Equal(got.Request.Ports, []Port{tcp(80)}) {
-		t.Fatalf("ports after refused update = %v", got.Request.Ports)
-	}
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, RulePortCollision, se.Rule, "err = %v", err)
+	require.Equal(t, tcp(443), se.Port, "err = %v", err)
+	require.Equal(t, "t", se.Holder, "err = %v", err)
+	got, _ := a.Assignment("s")
+	require.Equal(t, []Port{tcp(80)}, got.Request.Ports, "ports after refused update")
 	// s asks for a specific other address: it moves, and t stays.
 	wantIPs(t, mustAlloc(t, a, Request{Service: "s", IPs: addrs("192.0.2.5")}), "p", "192.0.2.5")
 	wantIPs(t, mustAlloc(t, a, Request{Service: "t", SharingKey: "k", Ports: []Port{tcp(443)}}), "p", "192.0.2.0")
 	// s asks for another pool: moves there.
 	wantIPs(t, mustAlloc(t, a, Request{Service: "s", Pool: "m"}), "m", "198.51.100.0")
-	if h := a.Holders(ip("192.0.2.5")); h != nil {
-		t.Fatalf("old address still held by %v", h)
-	}
+	require.Nil(t, a.Holders(ip("192.0.2.5")), "old address still held")
 	// A move that fails keeps the old assignment.
 	_, err = a.Allocate(Request{Service: "s", IPs: addrs("192.0.2.0")}) // t holds it, no key
 	wantAllocErr(t, err, ErrAddressInUse)
@@ -281,18 +259,14 @@ func TestAllocateExistingService(t *testing.T) {
 func mustAllocOK(t testing.TB, a *Allocator, svc string) Assignment {
 	t.Helper()
 	got, ok := a.Assignment(svc)
-	if !ok {
-		t.Fatalf("%s has no assignment", svc)
-	}
+	require.True(t, ok, "%s has no assignment", svc)
 	return got
 }
 
 func TestConfigValidation(t *testing.T) {
 	r := func(s string) Range {
 		x, err := ParseRange(s)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		return x
 	}
 	cases := []struct {
@@ -315,21 +289,19 @@ func TestConfigValidation(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := New(c.pools)
 			var ve *ValidationError
-			if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) {
-				t.Fatalf("New error = %v, want *ValidationError", err)
-			}
-			if ve.Field != c.field || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("error = %q (field %q), want field %q mentioning %q", err, ve.Field, c.field, c.want)
-			}
+			require.ErrorAs(t, err, &ve, "New error, want *ValidationError")
+			require.ErrorIs(t, err, ErrInvalid)
+			require.Equal(t, c.field, ve.Field, "field of %q", err)
+			require.ErrorContains(t, err, c.want)
 			// SetPools rejects it too and changes nothing.
 			a := mustNew(t, mkPool(t, "ok", "203.0.113.0/24"))
 			mustAlloc(t, a, Request{Service: "s"})
-			if ch, err := a.SetPools(c.pools); err == nil || ch != nil {
-				t.Fatalf("SetPools = %v, %v", ch, err)
-			}
-			if p := a.Pools(); len(p) != 1 || p[0].Name != "ok" {
-				t.Fatalf("pools changed: %+v", p)
-			}
+			ch, err := a.SetPools(c.pools)
+			require.Error(t, err, "SetPools = %v, %v", ch, err)
+			require.Nil(t, ch, "SetPools = %v, %v", ch, err)
+			p := a.Pools()
+			require.Len(t, p, 1, "pools changed: %+v", p)
+			require.Equal(t, "ok", p[0].Name, "pools changed: %+v", p)
 			wantIPs(t, mustAllocOK(t, a, "s"), "ok", "203.0.113.0")
 		})
 	}
@@ -361,13 +333,12 @@ func TestRequestValidation(t *testing.T) {
 	for _, c := range cases {
 		_, err := a.Allocate(c.req)
 		var ve *ValidationError
-		if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) || ve.Field != c.field {
-			t.Errorf("Allocate(%+v) = %v, want *ValidationError on %s", c.req, err, c.field)
+		if assert.ErrorAs(t, err, &ve, "Allocate(%+v), want *ValidationError on %s", c.req, c.field) {
+			assert.Equal(t, c.field, ve.Field, "Allocate(%+v) = %v", c.req, err)
 		}
+		assert.ErrorIs(t, err, ErrInvalid, "Allocate(%+v)", c.req)
 	}
-	if len(a.Assignments()) != 0 {
-		t.Fatal("invalid requests left assignments")
-	}
+	require.Empty(t, a.Assignments(), "invalid requests left assignments")
 }
 
 func TestRequestIsCopied(t *testing.T) {
@@ -379,55 +350,49 @@ func TestRequestIsCopied(t *testing.T) {
 	ips[0] = ip("192.0.2.10")
 	got.IPs[0] = ip("192.0.2.11")
 	now := mustAllocOK(t, a, "s")
-	if now.IPs[0] != ip("192.0.2.9") || now.Request.Ports[0] != tcp(80) || now.Request.IPs[0] != ip("192.0.2.9") {
-		t.Fatalf("allocator state aliased caller slices: %+v", now)
-	}
-	if now.Request.TrafficPolicy != lb.TrafficPolicyCluster || now.Request.Family != IPv4 {
-		t.Fatalf("request not normalized: %+v", now.Request)
-	}
+	msg := []any{"allocator state aliased caller slices: %+v", now}
+	require.Equal(t, ip("192.0.2.9"), now.IPs[0], msg...)
+	require.Equal(t, tcp(80), now.Request.Ports[0], msg...)
+	require.Equal(t, ip("192.0.2.9"), now.Request.IPs[0], msg...)
+	require.Equal(t, lb.TrafficPolicyCluster, now.Request.TrafficPolicy, "request not normalized: %+v", now.Request)
+	require.Equal(t, IPv4, now.Request.Family, "request not normalized: %+v", now.Request)
 }
 
 func TestPoolOfAndStats(t *testing.T) {
 	a := mustNew(t, buggy(mkPool(t, "p", "192.0.2.0/24")), mkPool(t, "q", "2001:db8::/64"))
-	if n, ok := a.PoolOf(ip("192.0.2.7")); !ok || n != "p" {
-		t.Fatalf("PoolOf = %q %v", n, ok)
-	}
-	if _, ok := a.PoolOf(ip("192.0.2.255")); ok {
-		t.Fatal("buggy address reported in pool")
-	}
-	if n, ok := a.PoolOf(ip("2001:db8::ffff")); !ok || n != "q" {
-		t.Fatalf("PoolOf = %q %v", n, ok)
-	}
+	n, ok := a.PoolOf(ip("192.0.2.7"))
+	require.True(t, ok, "PoolOf(192.0.2.7) found nothing")
+	require.Equal(t, "p", n, "PoolOf(192.0.2.7)")
+	_, ok = a.PoolOf(ip("192.0.2.255"))
+	require.False(t, ok, "buggy address reported in pool")
+	n, ok = a.PoolOf(ip("2001:db8::ffff"))
+	require.True(t, ok, "PoolOf(2001:db8::ffff) found nothing")
+	require.Equal(t, "q", n, "PoolOf(2001:db8::ffff)")
 	st := a.Stats()
-	if st[0].IPv4Size != 254 || st[1].IPv6Size != ^uint64(0) || !st[0].AvoidBuggyIPs || !st[1].AutoAssign {
-		t.Fatalf("stats = %+v", st)
-	}
+	require.Equal(t, uint64(254), st[0].IPv4Size, "stats = %+v", st)
+	require.Equal(t, ^uint64(0), st[1].IPv6Size, "stats = %+v", st)
+	require.True(t, st[0].AvoidBuggyIPs, "stats = %+v", st)
+	require.True(t, st[1].AutoAssign, "stats = %+v", st)
 }
 
 func TestLoggerIsOptional(t *testing.T) {
 	var buf bytes.Buffer
 	l := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := New([]AddressPool{mkPool(t, "p", "192.0.2.0/31")}, WithLogger(l))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	mustAlloc(t, a, Request{Service: "s"})
 	a.Release("s")
 	mustAlloc(t, a, Request{Service: "t"})
-	if _, err := a.SetPools(nil); err != nil {
-		t.Fatal(err)
-	}
+	_, err = a.SetPools(nil)
+	require.NoError(t, err)
 	out := buf.String()
 	for _, want := range []string{"msg=allocated service=s", "msg=released service=s", "msg=\"pool change revoked addresses\" service=t"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("log lacks %q:\n%s", want, out)
-		}
+		assert.Contains(t, out, want, "log lacks %q", want)
 	}
 	// WithLogger(nil) keeps the silent default instead of panicking.
 	b, _ := New(nil, WithLogger(nil))
-	if _, err := b.Allocate(Request{Service: "x"}); !errors.Is(err, ErrPoolExhausted) {
-		t.Fatal(err)
-	}
+	_, err = b.Allocate(Request{Service: "x"})
+	require.ErrorIs(t, err, ErrPoolExhausted)
 }
 
 // TestEmptyProtocolIsTCP: an empty Port.Protocol means TCP, as lb.Protocol's
@@ -448,25 +413,21 @@ func TestEmptyProtocolIsTCP(t *testing.T) {
 			h := Request{Service: "h", SharingKey: "k", Ports: tc.holder}
 			r := Request{Service: "r", SharingKey: "k", Ports: tc.req}
 			err := CanShare(h, r)
-			if got := ruleOf(err); got != tc.rule {
-				t.Fatalf("CanShare: rule %q, want %q (%v)", got, tc.rule, err)
-			}
+			require.Equal(t, tc.rule, ruleOf(err), "CanShare: rule (%v)", err)
 			var se *SharingError
-			if errors.As(err, &se) && se.Port != tcp(80) {
-				t.Errorf("SharingError.Port = %v, want TCP/80", se.Port)
+			if errors.As(err, &se) {
+				assert.Equal(t, tcp(80), se.Port, "SharingError.Port")
 			}
 			checkPair(t, h, r, tc.rule)
 		})
 	}
 	a := mustNew(t, mkPool(t, "p", "192.0.2.0/29"))
 	got := mustAlloc(t, a, Request{Service: "s", Ports: []Port{{Port: 443}, {Port: 80}}})
-	if !slices.Equal(got.Request.Ports, []Port{tcp(80), tcp(443)}) {
-		t.Errorf("stored ports %v, want TCP/80 TCP/443", got.Request.Ports)
-	}
+	assert.Equal(t, []Port{tcp(80), tcp(443)}, got.Request.Ports, "stored ports")
 	_, err := a.Allocate(Request{Service: "d", Ports: []Port{{Port: 80}, tcp(80)}})
 	var ve *ValidationError
-	if !errors.As(err, &ve) || ve.Field != "request.ports[1]" {
-		t.Errorf("duplicate of an empty-protocol port: %v", err)
+	if assert.ErrorAs(t, err, &ve, "duplicate of an empty-protocol port") {
+		assert.Equal(t, "request.ports[1]", ve.Field, "duplicate of an empty-protocol port: %v", err)
 	}
 }
 
@@ -488,7 +449,5 @@ func TestFamilyConversions(t *testing.T) {
 		}
 	}
 	s := &lb.Service{ClusterIPs: addrs("2001:db8::1", "198.51.100.1")}
-	if FamilyFromIPFamilies(s.Families()...) != DualStack {
-		t.Error("a dual-stack lb.Service is not DualStack")
-	}
+	assert.Equal(t, DualStack, FamilyFromIPFamilies(s.Families()...), "a dual-stack lb.Service is not DualStack")
 }

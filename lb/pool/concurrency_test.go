@@ -9,10 +9,14 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/lbkit/lbkit/lb"
 )
 
-// checkInvariants inspects the allocator's whole state under its lock.
+// checkInvariants inspects the allocator's whole state under its lock. It
+// uses require, so call it from the test goroutine only.
 func checkInvariants(t testing.TB, a *Allocator) {
 	t.Helper()
 	a.mu.Lock()
@@ -20,69 +24,53 @@ func checkInvariants(t testing.TB, a *Allocator) {
 	s := a.st
 	held := map[netip.Addr][]string{}
 	for name, sv := range s.svcs {
-		if sv.req.Service != name {
-			t.Fatalf("service %q stored under %q", sv.req.Service, name)
-		}
-		if len(sv.ips) == 0 || len(sv.ips) > 2 || familiesOf(sv.ips) == 0 {
-			t.Fatalf("%s holds %v", name, sv.ips)
-		}
+		require.Equal(t, name, sv.req.Service, "service %q stored under %q", sv.req.Service, name)
+		require.NotEmpty(t, sv.ips, "%s holds %v", name, sv.ips)
+		require.LessOrEqual(t, len(sv.ips), 2, "%s holds %v", name, sv.ips)
+		require.NotZero(t, familiesOf(sv.ips), "%s holds %v", name, sv.ips)
 		for _, ip := range sv.ips {
-			if p := s.poolOf(ip); p != sv.pool {
-				t.Fatalf("%s holds %v outside its pool %q", name, ip, sv.pool.cfg.Name)
-			}
+			require.Same(t, sv.pool, s.poolOf(ip), "%s holds %v outside its pool %q", name, ip, sv.pool.cfg.Name)
 			held[ip] = append(held[ip], name)
 		}
 	}
-	if len(held) != len(s.ips) {
-		t.Fatalf("%d addresses held by services, %d recorded", len(held), len(s.ips))
-	}
+	require.Equal(t, len(held), len(s.ips), "%d addresses held by services, %d recorded", len(held), len(s.ips))
 	var inUse [2]map[*addrPool]int
 	inUse[0], inUse[1] = map[*addrPool]int{}, map[*addrPool]int{}
 	for ip, names := range held {
 		st := s.ips[ip]
-		if st == nil {
-			t.Fatalf("%v held by %v but not recorded", ip, names)
-		}
+		require.NotNil(t, st, "%v held by %v but not recorded", ip, names)
 		slices.Sort(names)
 		var got []string
 		for _, h := range st.holders {
 			got = append(got, h.req.Service)
 		}
-		if !slices.Equal(got, names) {
-			t.Fatalf("%v holders %v, services say %v", ip, got, names)
-		}
+		require.Equal(t, names, got, "%v holders %v, services say %v", ip, got, names)
 		for i, h := range st.holders {
 			for _, o := range st.holders[i+1:] {
-				if err := CanShare(h.req, o.req); err != nil {
-					t.Fatalf("%v shared by incompatible %s and %s: %v", ip, h.req.Service, o.req.Service, err)
-				}
+				require.NoError(t, CanShare(h.req, o.req), "%v shared by incompatible %s and %s", ip, h.req.Service, o.req.Service)
 			}
 		}
 		if k := st.holders[0].req.SharingKey; k != "" {
-			if _, ok := s.byKey[k][ip]; !ok {
-				t.Fatalf("%v missing from the index of key %q", ip, k)
-			}
+			_, ok := s.byKey[k][ip]
+			require.True(t, ok, "%v missing from the index of key %q", ip, k)
 		}
 		fi := famIdx(ip)
-		if st.pool.free[fi].has(toU128(ip)) {
-			t.Fatalf("%v is held and free", ip)
-		}
+		require.False(t, st.pool.free[fi].has(toU128(ip)), "%v is held and free", ip)
 		inUse[fi][st.pool]++
 	}
 	for k, m := range s.byKey {
 		for ip := range m {
-			if st := s.ips[ip]; st == nil || st.holders[0].req.SharingKey != k {
-				t.Fatalf("stale index entry %q -> %v", k, ip)
-			}
+			st := s.ips[ip]
+			require.NotNil(t, st, "stale index entry %q -> %v", k, ip)
+			require.Equal(t, k, st.holders[0].req.SharingKey, "stale index entry %q -> %v", k, ip)
 		}
 	}
 	for _, p := range s.pools {
 		for fi := range 2 {
-			if p.inUse[fi] != inUse[fi][p] {
-				t.Fatalf("pool %s family %d: counter %d, actual %d", p.cfg.Name, fi, p.inUse[fi], inUse[fi][p])
-			}
-			if p.size[fi] != ^uint64(0) && p.free[fi].count()+uint64(p.inUse[fi]) != p.size[fi] {
-				t.Fatalf("pool %s family %d: free %d + in use %d != size %d", p.cfg.Name, fi, p.free[fi].count(), p.inUse[fi], p.size[fi])
+			require.Equal(t, inUse[fi][p], p.inUse[fi], "pool %s family %d: in-use counter vs actual", p.cfg.Name, fi)
+			if p.size[fi] != ^uint64(0) {
+				require.Equal(t, p.size[fi], p.free[fi].count()+uint64(p.inUse[fi]),
+					"pool %s family %d: free %d + in use %d != size %d", p.cfg.Name, fi, p.free[fi].count(), p.inUse[fi], p.size[fi])
 			}
 		}
 	}
@@ -129,7 +117,7 @@ loop:
 	}
 	close(errs)
 	for err := range errs {
-		t.Error(err)
+		assert.NoError(t, err)
 	}
 	checkInvariants(t, a)
 	t.Logf("%d invariant checks during the run, %d assignments at the end", checks, len(a.Assignments()))

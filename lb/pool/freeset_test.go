@@ -3,6 +3,8 @@ package pool
 import (
 	"math/rand/v2"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // model is the obvious implementation the interval set must agree with: a
@@ -161,21 +163,17 @@ func FuzzFreeSet(f *testing.F) {
 func TestFreeSetIPv6Extremes(t *testing.T) {
 	maxv := u128{^uint64(0), ^uint64(0)}
 	f := newFreeSet([]interval{{u128{}, maxv}}, false) // ::/0
-	if c := f.count(); c != ^uint64(0) {
-		t.Fatalf("count of ::/0 = %d, want saturated", c)
-	}
-	if !f.take(maxv) || !f.take(u128{}) || f.take(maxv) {
-		t.Fatal("take at the ends of ::/0 misbehaved")
-	}
-	if l, _ := f.lowest(); l != (u128{0, 1}) {
-		t.Fatalf("lowest = %v, want ::1", l)
-	}
-	if !f.put(maxv) || !f.put(u128{}) || len(f.intervals()) != 1 {
-		t.Fatalf("put back did not re-merge: %v", f.intervals())
-	}
+	require.Equal(t, ^uint64(0), f.count(), "count of ::/0, want saturated")
+	require.True(t, f.take(maxv), "take of the last address of ::/0 failed")
+	require.True(t, f.take(u128{}), "take of the first address of ::/0 failed")
+	require.False(t, f.take(maxv), "second take of the last address of ::/0 succeeded")
+	l, _ := f.lowest()
+	require.Equal(t, u128{0, 1}, l, "lowest, want ::1")
+	require.True(t, f.put(maxv), "put back of the last address failed")
+	require.True(t, f.put(u128{}), "put back of the first address failed")
+	require.Len(t, f.intervals(), 1, "put back did not re-merge")
 	// A hole in the middle of a /64 splits it in two intervals, no more.
 	g := newFreeSet([]interval{{u128{1, 0}, u128{1, ^uint64(0)}}}, false)
-	if !g.take(u128{1, 1 << 40}) || len(g.intervals()) != 2 {
-		t.Fatalf("split = %v", g.intervals())
-	}
+	require.True(t, g.take(u128{1, 1 << 40}), "take in the middle of a /64 failed")
+	require.Len(t, g.intervals(), 2, "split")
 }

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/lbkit/lbkit/lb"
 )
 
@@ -106,16 +108,11 @@ func FuzzAllocator(f *testing.F) {
 			case 4:
 				before := a.Assignments()
 				changes, err := a.SetPools(cfgs[x%2])
-				if err != nil {
-					t.Fatalf("SetPools of a subset of a valid configuration: %v", err)
-				}
+				require.NoError(t, err, "SetPools of a subset of a valid configuration")
 				for _, c := range changes {
-					if !slices.ContainsFunc(before, func(b Assignment) bool { return b.Service == c.Service }) {
-						t.Fatalf("change for unknown service %+v", c)
-					}
-					if (c.Kind == ChangeRevoked) != (c.Err != nil) {
-						t.Fatalf("change %+v", c)
-					}
+					require.True(t, slices.ContainsFunc(before, func(b Assignment) bool { return b.Service == c.Service }),
+						"change for unknown service %+v", c)
+					require.Equal(t, c.Kind == ChangeRevoked, c.Err != nil, "change %+v: revoked iff it has an error", c)
 				}
 				// After a configuration change every service's addresses
 				// satisfy its own request: the next Allocate moves nobody.

@@ -1,10 +1,11 @@
 package pool
 
 import (
-	"errors"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 func TestSetPoolsReportsAddressesThatLeft(t *testing.T) {
@@ -23,54 +24,51 @@ func TestSetPoolsReportsAddressesThatLeft(t *testing.T) {
 		mkPool(t, "p", "192.0.2.0/31", "192.0.2.7/32"),
 		mkPool(t, "r", "198.51.100.0/29"),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	byName := map[string]Change{}
 	for _, c := range changes {
 		byName[c.Service] = c
 	}
-	if len(changes) != 5 || !slices.IsSortedFunc(changes, func(x, y Change) int { return strings.Compare(x.Service, y.Service) }) {
-		t.Fatalf("changes = %+v", changes)
-	}
+	require.Len(t, changes, 5, "changes = %+v", changes)
+	require.True(t, slices.IsSortedFunc(changes, func(x, y Change) int { return strings.Compare(x.Service, y.Service) }), "changes = %+v", changes)
 	// c asked for 192.0.2.6 specifically: it cannot be re-allocated.
 	c := byName["c"]
-	if c.Kind != ChangeRevoked || !slices.Equal(c.Left, addrs("192.0.2.6")) || !errors.Is(c.Err, ErrNotInPool) {
-		t.Fatalf("c = %+v", c)
-	}
-	if _, ok := a.Assignment("c"); ok {
-		t.Fatal("revoked service still has an assignment")
-	}
+	require.Equal(t, ChangeRevoked, c.Kind, "c = %+v", c)
+	require.Equal(t, addrs("192.0.2.6"), c.Left, "c = %+v", c)
+	require.ErrorIs(t, c.Err, ErrNotInPool, "c = %+v", c)
+	_, ok := a.Assignment("c")
+	require.False(t, ok, "revoked service still has an assignment")
 	// d keeps its address, in the renamed pool: its request names none.
 	d := byName["d"]
-	if d.Kind != ChangeRepooled || d.Old.Pool != "q" || d.New.Pool != "r" || d.New.IPs[0] != ip("198.51.100.0") || len(d.Left) != 0 {
-		t.Fatalf("d = %+v", d)
-	}
+	require.Equal(t, ChangeRepooled, d.Kind, "d = %+v", d)
+	require.Equal(t, "q", d.Old.Pool, "d = %+v", d)
+	require.Equal(t, "r", d.New.Pool, "d = %+v", d)
+	require.Equal(t, ip("198.51.100.0"), d.New.IPs[0], "d = %+v", d)
+	require.Empty(t, d.Left, "d = %+v", d)
 	// f's 192.0.2.2 left; p is full (.0, .1, .7 held), so f goes to r.
 	f := byName["f"]
-	if f.Kind != ChangeReallocated || !slices.Equal(f.Left, addrs("192.0.2.2")) {
-		t.Fatalf("f = %+v", f)
-	}
+	require.Equal(t, ChangeReallocated, f.Kind, "f = %+v", f)
+	require.Equal(t, addrs("192.0.2.2"), f.Left, "f = %+v", f)
 	wantIPs(t, f.New, "r", "198.51.100.1")
 	// g asked for pool p, which is full now: revoked, with the reason.
 	g := byName["g"]
-	if g.Kind != ChangeRevoked || !slices.Equal(g.Left, addrs("192.0.2.3")) || !errors.Is(g.Err, ErrPoolExhausted) {
-		t.Fatalf("g = %+v", g)
-	}
+	require.Equal(t, ChangeRevoked, g.Kind, "g = %+v", g)
+	require.Equal(t, addrs("192.0.2.3"), g.Left, "g = %+v", g)
+	require.ErrorIs(t, g.Err, ErrPoolExhausted, "g = %+v", g)
 	// h asked for pool q, which is gone (renamed r): its request cannot be
 	// met any more, so it is revoked, as MetalLB clears a service whose
 	// address-pool annotation names no pool.
 	h := byName["h"]
-	if h.Kind != ChangeRevoked || len(h.Left) != 0 || !errors.Is(h.Err, ErrUnknownPool) {
-		t.Fatalf("h = %+v", h)
-	}
+	require.Equal(t, ChangeRevoked, h.Kind, "h = %+v", h)
+	require.Empty(t, h.Left, "h = %+v", h)
+	require.ErrorIs(t, h.Err, ErrUnknownPool, "h = %+v", h)
 	// Unaffected services are not reported and keep their addresses.
 	wantIPs(t, mustAllocOK(t, a, "a"), "p", "192.0.2.0")
 	wantIPs(t, mustAllocOK(t, a, "e"), "p", "192.0.2.7")
 	st := a.Stats()
-	if st[0].IPv4Size != 3 || st[0].IPv4InUse != 3 || st[1].IPv4InUse != 2 {
-		t.Fatalf("stats = %+v", st)
-	}
+	require.Equal(t, uint64(3), st[0].IPv4Size, "stats = %+v", st)
+	require.Equal(t, 3, st[0].IPv4InUse, "stats = %+v", st)
+	require.Equal(t, 2, st[1].IPv4InUse, "stats = %+v", st)
 }
 
 func TestSetPoolsRevokesWhenNothingLeft(t *testing.T) {
@@ -78,20 +76,15 @@ func TestSetPoolsRevokesWhenNothingLeft(t *testing.T) {
 	mustAlloc(t, a, Request{Service: "a"})
 	mustAlloc(t, a, Request{Service: "b"})
 	changes, err := a.SetPools(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(changes) != 2 {
-		t.Fatalf("changes = %+v", changes)
-	}
+	require.NoError(t, err)
+	require.Len(t, changes, 2, "changes = %+v", changes)
 	for _, c := range changes {
-		if c.Kind != ChangeRevoked || len(c.Left) != 1 || c.Left[0] != c.Old.IPs[0] || !errors.Is(c.Err, ErrPoolExhausted) {
-			t.Fatalf("change = %+v", c)
-		}
+		require.Equal(t, ChangeRevoked, c.Kind, "change = %+v", c)
+		require.Len(t, c.Left, 1, "change = %+v", c)
+		require.Equal(t, c.Old.IPs[0], c.Left[0], "change = %+v", c)
+		require.ErrorIs(t, c.Err, ErrPoolExhausted, "change = %+v", c)
 	}
-	if len(a.Assignments()) != 0 {
-		t.Fatal("assignments survived")
-	}
+	require.Empty(t, a.Assignments(), "assignments survived")
 }
 
 func TestSetPoolsAvoidBuggyIPsTurnedOn(t *testing.T) {
@@ -99,13 +92,11 @@ func TestSetPoolsAvoidBuggyIPsTurnedOn(t *testing.T) {
 	mustAlloc(t, a, Request{Service: "zero"}) // 192.0.2.0
 	mustAlloc(t, a, Request{Service: "one"})  // 192.0.2.1
 	changes, err := a.SetPools([]AddressPool{buggy(mkPool(t, "p", "192.0.2.0/24"))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(changes) != 1 || changes[0].Service != "zero" || changes[0].Kind != ChangeReallocated ||
-		!slices.Equal(changes[0].Left, addrs("192.0.2.0")) {
-		t.Fatalf("changes = %+v", changes)
-	}
+	require.NoError(t, err)
+	require.Len(t, changes, 1, "changes = %+v", changes)
+	require.Equal(t, "zero", changes[0].Service, "changes = %+v", changes)
+	require.Equal(t, ChangeReallocated, changes[0].Kind, "changes = %+v", changes)
+	require.Equal(t, addrs("192.0.2.0"), changes[0].Left, "changes = %+v", changes)
 	wantIPs(t, changes[0].New, "p", "192.0.2.2")
 }
 
@@ -129,12 +120,10 @@ func TestSetPoolsDualStackKeepsRemainingFamily(t *testing.T) {
 		mkPool(t, "first", "203.0.113.0/29", "2001:db8:1::/125"),
 		mkPool(t, "p", "192.0.2.0/29", "2001:db8::1-2001:db8::7"),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(changes) != 1 || changes[0].Kind != ChangeReallocated || !slices.Equal(changes[0].Left, addrs("2001:db8::")) {
-		t.Fatalf("changes = %+v", changes)
-	}
+	require.NoError(t, err)
+	require.Len(t, changes, 1, "changes = %+v", changes)
+	require.Equal(t, ChangeReallocated, changes[0].Kind, "changes = %+v", changes)
+	require.Equal(t, addrs("2001:db8::"), changes[0].Left, "changes = %+v", changes)
 	wantIPs(t, changes[0].New, "p", "192.0.2.0", "2001:db8::1")
 }
 
@@ -147,12 +136,11 @@ func TestSetPoolsSplitAcrossPools(t *testing.T) {
 		mkPool(t, "v4", "192.0.2.0/29"),
 		mkPool(t, "v6", "2001:db8::/125"),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(changes) != 1 || changes[0].Kind != ChangeRevoked || len(changes[0].Left) != 0 || !errors.Is(changes[0].Err, ErrPoolExhausted) {
-		t.Fatalf("changes = %+v", changes)
-	}
+	require.NoError(t, err)
+	require.Len(t, changes, 1, "changes = %+v", changes)
+	require.Equal(t, ChangeRevoked, changes[0].Kind, "changes = %+v", changes)
+	require.Empty(t, changes[0].Left, "changes = %+v", changes)
+	require.ErrorIs(t, changes[0].Err, ErrPoolExhausted, "changes = %+v", changes)
 }
 
 func TestSetPoolsKeepsSharedAddresses(t *testing.T) {
@@ -160,19 +148,15 @@ func TestSetPoolsKeepsSharedAddresses(t *testing.T) {
 	x := mustAlloc(t, a, Request{Service: "x", SharingKey: "k", Ports: []Port{tcp(80)}})
 	mustAlloc(t, a, Request{Service: "y", SharingKey: "k", Ports: []Port{tcp(443)}})
 	changes, err := a.SetPools([]AddressPool{mkPool(t, "p", "192.0.2.0/28")})
-	if err != nil || len(changes) != 0 {
-		t.Fatalf("SetPools = %+v, %v", changes, err)
-	}
-	if h := a.Holders(x.IPs[0]); !slices.Equal(h, []string{"x", "y"}) {
-		t.Fatalf("holders = %v", h)
-	}
+	require.NoError(t, err)
+	require.Empty(t, changes, "SetPools changes")
+	require.Equal(t, []string{"x", "y"}, a.Holders(x.IPs[0]), "holders")
 	// The sharing index survived the rebuild: a third service joins.
-	if z := mustAlloc(t, a, Request{Service: "z", SharingKey: "k", Ports: []Port{tcp(8080)}}); z.IPs[0] != x.IPs[0] {
-		t.Fatalf("z on %v", z.IPs)
-	}
-	if st := a.Stats()[0]; st.IPv4InUse != 1 || st.IPv4Size != 16 {
-		t.Fatalf("stats = %+v", st)
-	}
+	z := mustAlloc(t, a, Request{Service: "z", SharingKey: "k", Ports: []Port{tcp(8080)}})
+	require.Equal(t, x.IPs[0], z.IPs[0], "z on %v, want %v", z.IPs, x.IPs[0])
+	st := a.Stats()[0]
+	require.Equal(t, 1, st.IPv4InUse, "stats = %+v", st)
+	require.Equal(t, uint64(16), st.IPv4Size, "stats = %+v", st)
 }
 
 func TestRestoreDoesNotMoveServices(t *testing.T) {
@@ -194,16 +178,14 @@ func TestRestoreDoesNotMoveServices(t *testing.T) {
 	after := mustNew(t, pools...)
 	res := after.Restore(saved)
 	for i, r := range res {
-		if r.Err != nil || r.Service != saved[i].Service {
-			t.Fatalf("restore %s: %v", r.Service, r.Err)
-		}
-		if !slices.Equal(r.Assignment.IPs, saved[i].IPs) || r.Assignment.Pool != saved[i].Pool {
-			t.Fatalf("restore moved %s: %v -> %v", r.Service, saved[i].IPs, r.Assignment.IPs)
-		}
+		require.NoError(t, r.Err, "restore %s", r.Service)
+		require.Equal(t, saved[i].Service, r.Service, "restore %s", r.Service)
+		moved := []any{"restore moved %s: %v -> %v", r.Service, saved[i].IPs, r.Assignment.IPs}
+		require.Equal(t, saved[i].IPs, r.Assignment.IPs, moved...)
+		require.Equal(t, saved[i].Pool, r.Assignment.Pool, moved...)
 	}
-	if got := after.Assignments(); !equalAssignments(got, saved) {
-		t.Fatalf("after restore:\n%+v\nbefore:\n%+v", got, saved)
-	}
+	got := after.Assignments()
+	require.True(t, equalAssignments(got, saved), "after restore:\n%+v\nbefore:\n%+v", got, saved)
 	// New services get the holes, not restored addresses.
 	wantIPs(t, mustAlloc(t, after, Request{Service: "new1"}), "p", "192.0.2.0")
 	wantIPs(t, mustAlloc(t, after, Request{Service: "new2"}), "p", "192.0.2.2")
@@ -225,23 +207,17 @@ func TestRestoreAddressOutsideEveryPool(t *testing.T) {
 		{Service: "half", IPs: addrs("192.0.2.9", "2001:db8:ffff::9"), Request: Request{Family: DualStack}},
 		{Service: "ok", IPs: addrs("192.0.2.10")},
 	})
-	if !slices.Equal(res[0].NotInPool, addrs("203.0.113.9")) || !errors.Is(res[0].Err, ErrNotInPool) {
-		t.Fatalf("gone = %+v", res[0])
-	}
-	if !slices.Equal(res[1].NotInPool, addrs("2001:db8:ffff::9")) || !errors.Is(res[1].Err, ErrNotInPool) {
-		t.Fatalf("half = %+v", res[1])
-	}
-	if res[2].Err != nil {
-		t.Fatalf("ok = %+v", res[2])
-	}
+	require.Equal(t, addrs("203.0.113.9"), res[0].NotInPool, "gone = %+v", res[0])
+	require.ErrorIs(t, res[0].Err, ErrNotInPool, "gone = %+v", res[0])
+	require.Equal(t, addrs("2001:db8:ffff::9"), res[1].NotInPool, "half = %+v", res[1])
+	require.ErrorIs(t, res[1].Err, ErrNotInPool, "half = %+v", res[1])
+	require.NoError(t, res[2].Err, "ok = %+v", res[2])
 	// Neither failed service holds anything, and the in-pool half of "half"
 	// is free again.
-	if got := a.Assignments(); len(got) != 1 || got[0].Service != "ok" {
-		t.Fatalf("assignments = %+v", got)
-	}
-	if h := a.Holders(ip("192.0.2.9")); h != nil {
-		t.Fatalf("192.0.2.9 held by %v", h)
-	}
+	got := a.Assignments()
+	require.Len(t, got, 1, "assignments = %+v", got)
+	require.Equal(t, "ok", got[0].Service, "assignments = %+v", got)
+	require.Nil(t, a.Holders(ip("192.0.2.9")), "192.0.2.9 held")
 	// The caller may then allocate; pinning the surviving address keeps it.
 	wantIPs(t, mustAlloc(t, a, Request{Service: "half", Family: DualStack, IPs: addrs("192.0.2.9")}), "p", "192.0.2.9", "2001:db8::")
 }
@@ -259,46 +235,30 @@ func TestRestoreConflicts(t *testing.T) {
 		{Service: "empty"},
 		{Service: "twov4", IPs: addrs("192.0.2.8", "192.0.2.9")},
 	})
-	if res[0].Err != nil || res[2].Err != nil || res[3].Err != nil {
-		t.Fatalf("results = %+v", res)
+	for _, i := range []int{0, 2, 3} {
+		require.NoError(t, res[i].Err, "results = %+v", res)
 	}
-	if ruleOf(res[1].Err) != RuleHolderNotShared {
-		t.Fatalf("young = %v", res[1].Err)
-	}
-	if ruleOf(res[4].Err) != RulePortCollision {
-		t.Fatalf("s3 = %v", res[4].Err)
-	}
-	if !errors.Is(res[5].Err, ErrNotInPool) || !slices.Equal(res[5].NotInPool, addrs("192.0.2.255")) {
-		t.Fatalf("bug = %+v", res[5])
-	}
+	require.Equal(t, RuleHolderNotShared, ruleOf(res[1].Err), "young = %v", res[1].Err)
+	require.Equal(t, RulePortCollision, ruleOf(res[4].Err), "s3 = %v", res[4].Err)
+	require.ErrorIs(t, res[5].Err, ErrNotInPool, "bug = %+v", res[5])
+	require.Equal(t, addrs("192.0.2.255"), res[5].NotInPool, "bug = %+v", res[5])
 	for _, i := range []int{6, 7, 8} {
-		if !errors.Is(res[i].Err, ErrInvalid) {
-			t.Fatalf("%s = %v, want ErrInvalid", res[i].Service, res[i].Err)
-		}
+		require.ErrorIs(t, res[i].Err, ErrInvalid, res[i].Service)
 	}
-	if h := a.Holders(ip("192.0.2.6")); !slices.Equal(h, []string{"s1", "s2"}) {
-		t.Fatalf("holders = %v", h)
-	}
+	require.Equal(t, []string{"s1", "s2"}, a.Holders(ip("192.0.2.6")), "holders")
 }
 
 func TestRestoreOverExistingAssignment(t *testing.T) {
 	a := mustNew(t, mkPool(t, "p", "192.0.2.0/24"))
 	mustAlloc(t, a, Request{Service: "s"}) // 192.0.2.0
 	res := a.Restore([]Assignment{{Service: "s", IPs: addrs("192.0.2.50")}})
-	if res[0].Err != nil {
-		t.Fatal(res[0].Err)
-	}
+	require.NoError(t, res[0].Err)
 	wantIPs(t, mustAllocOK(t, a, "s"), "p", "192.0.2.50")
-	if h := a.Holders(ip("192.0.2.0")); h != nil {
-		t.Fatalf("old address still held by %v", h)
-	}
+	require.Nil(t, a.Holders(ip("192.0.2.0")), "old address still held")
 	// Restoring the same addresses again is a no-op.
-	if res := a.Restore([]Assignment{{Service: "s", IPs: addrs("192.0.2.50")}}); res[0].Err != nil {
-		t.Fatal(res[0].Err)
-	}
-	if st := a.Stats()[0]; st.IPv4InUse != 1 {
-		t.Fatalf("in use = %d", st.IPv4InUse)
-	}
+	res = a.Restore([]Assignment{{Service: "s", IPs: addrs("192.0.2.50")}})
+	require.NoError(t, res[0].Err)
+	require.Equal(t, 1, a.Stats()[0].IPv4InUse, "in use")
 }
 
 // TestSetPoolsRequestNoLongerFits: a service whose addresses stay in the
@@ -353,9 +313,7 @@ func TestSetPoolsRequestNoLongerFits(t *testing.T) {
 			pools: []AddressPool{mkPool(t, "a", "192.0.2.0/28")},
 			setup: func(t *testing.T, a *Allocator) {
 				res := a.Restore([]Assignment{{Service: "s", IPs: addrs("192.0.2.3"), Request: Request{IPs: addrs("192.0.2.5")}}})
-				if res[0].Err != nil {
-					t.Fatal(res[0].Err)
-				}
+				require.NoError(t, res[0].Err)
 			},
 			newCfg:  []AddressPool{mkPool(t, "a2", "192.0.2.0/28")},
 			kind:    ChangeReallocated,
@@ -367,28 +325,22 @@ func TestSetPoolsRequestNoLongerFits(t *testing.T) {
 			tc.setup(t, a)
 			old, _ := a.Assignment("s")
 			changes, err := a.SetPools(tc.newCfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			var ch *Change
 			for i := range changes {
 				if changes[i].Service == "s" {
 					ch = &changes[i]
 				}
 			}
-			if ch == nil {
-				t.Fatalf("no change reported for s: %+v", changes)
-			}
-			if ch.Kind != tc.kind || len(ch.Left) != 0 || !slices.Equal(ch.Old.IPs, old.IPs) {
-				t.Fatalf("change = %+v, want %s with nothing Left", ch, tc.kind)
-			}
+			require.NotNil(t, ch, "no change reported for s: %+v", changes)
+			msg := []any{"change = %+v, want %s with nothing Left", ch, tc.kind}
+			require.Equal(t, tc.kind, ch.Kind, msg...)
+			require.Empty(t, ch.Left, msg...)
+			require.Equal(t, old.IPs, ch.Old.IPs, msg...)
 			if tc.err != nil {
-				if !errors.Is(ch.Err, tc.err) {
-					t.Fatalf("Err = %v, want %v", ch.Err, tc.err)
-				}
-				if _, ok := a.Assignment("s"); ok {
-					t.Fatal("revoked service still holds addresses")
-				}
+				require.ErrorIs(t, ch.Err, tc.err)
+				_, ok := a.Assignment("s")
+				require.False(t, ok, "revoked service still holds addresses")
 				return
 			}
 			wantIPs(t, ch.New, tc.newPool, tc.newIPs...)
@@ -409,14 +361,15 @@ func TestRestoreAddressesInTwoPools(t *testing.T) {
 	a := mustNew(t, mkPool(t, "v4", "192.0.2.0/24"), mkPool(t, "v6", "2001:db8::/64"))
 	res := a.Restore([]Assignment{{Service: "d", IPs: addrs("2001:db8::9", "192.0.2.9"), Request: Request{Family: DualStack}}})
 	r := res[0]
-	if len(r.NotInPool) != 0 || len(r.Assignment.IPs) != 0 {
-		t.Fatalf("result = %+v", r)
-	}
+	require.Empty(t, r.NotInPool, "result = %+v", r)
+	require.Empty(t, r.Assignment.IPs, "result = %+v", r)
 	ae := wantAllocErr(t, r.Err, ErrNotInPool)
-	if ae.IP != ip("2001:db8::9") || ae.Pool != "v6" || !strings.Contains(ae.Detail, `pool "v4"`) {
-		t.Fatalf("error %+v does not name the address in the other pool", ae)
-	}
-	if _, ok := a.Assignment("d"); ok || a.Holders(ip("192.0.2.9")) != nil || a.Holders(ip("2001:db8::9")) != nil {
-		t.Fatal("a service that was not restored holds addresses")
-	}
+	msg := []any{"error %+v does not name the address in the other pool", ae}
+	require.Equal(t, ip("2001:db8::9"), ae.IP, msg...)
+	require.Equal(t, "v6", ae.Pool, msg...)
+	require.Contains(t, ae.Detail, `pool "v4"`, msg...)
+	_, ok := a.Assignment("d")
+	require.False(t, ok, "a service that was not restored has an assignment")
+	require.Nil(t, a.Holders(ip("192.0.2.9")), "a service that was not restored holds 192.0.2.9")
+	require.Nil(t, a.Holders(ip("2001:db8::9")), "a service that was not restored holds 2001:db8::9")
 }

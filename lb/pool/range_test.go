@@ -3,8 +3,10 @@ package pool
 import (
 	"errors"
 	"net/netip"
-	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestParseRange(t *testing.T) {
@@ -32,16 +34,13 @@ func TestParseRange(t *testing.T) {
 	}
 	for _, c := range cases {
 		r, err := ParseRange(c.in)
-		if err != nil {
-			t.Errorf("ParseRange(%q): %v", c.in, err)
+		if !assert.NoError(t, err, "ParseRange(%q)", c.in) {
 			continue
 		}
-		if r.First != a(c.first) || r.Last != a(c.last) {
-			t.Errorf("ParseRange(%q) = %v..%v, want %s..%s", c.in, r.First, r.Last, c.first, c.last)
-		}
-		if got := r.String(); got != c.wantString {
-			t.Errorf("ParseRange(%q).String() = %q, want %q", c.in, got, c.wantString)
-		}
+		msg := []any{"ParseRange(%q) = %v..%v, want %s..%s", c.in, r.First, r.Last, c.first, c.last}
+		assert.Equal(t, a(c.first), r.First, msg...)
+		assert.Equal(t, a(c.last), r.Last, msg...)
+		assert.Equal(t, c.wantString, r.String(), "ParseRange(%q).String()", c.in)
 	}
 }
 
@@ -65,30 +64,27 @@ func TestParseRangeErrors(t *testing.T) {
 	}
 	for in, want := range cases {
 		_, err := ParseRange(in)
-		if err == nil {
-			t.Errorf("ParseRange(%q) succeeded, want error", in)
+		if !assert.Error(t, err, "ParseRange(%q) succeeded, want error", in) {
 			continue
 		}
 		var ve *ValidationError
-		if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) {
-			t.Errorf("ParseRange(%q) error %T %v is not a *ValidationError matching ErrInvalid", in, err, err)
-		}
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("ParseRange(%q) error %q does not mention %q", in, err, want)
-		}
+		assert.ErrorAs(t, err, &ve, "ParseRange(%q)", in)
+		assert.ErrorIs(t, err, ErrInvalid, "ParseRange(%q)", in)
+		assert.ErrorContains(t, err, want, "ParseRange(%q)", in)
 	}
 }
 
 func TestParseRangesNamesIndex(t *testing.T) {
 	_, err := ParseRanges("192.0.2.0/24", "2001:db8::/64", "bogus")
 	var ve *ValidationError
-	if !errors.As(err, &ve) || ve.Field != "addresses[2]" || ve.Value != "bogus" {
-		t.Fatalf("ParseRanges error = %#v, want field addresses[2] value bogus", err)
-	}
+	require.ErrorAs(t, err, &ve)
+	require.Equal(t, "addresses[2]", ve.Field, "ParseRanges error = %#v", err)
+	require.Equal(t, "bogus", ve.Value, "ParseRanges error = %#v", err)
 	rs, err := ParseRanges("192.0.2.0/30", "2001:db8::1-2001:db8::2")
-	if err != nil || len(rs) != 2 || rs[0].size() != 4 || rs[1].size() != 2 {
-		t.Fatalf("ParseRanges = %v, %v", rs, err)
-	}
+	require.NoError(t, err)
+	require.Len(t, rs, 2, "ParseRanges = %v", rs)
+	require.Equal(t, uint64(4), rs[0].size(), "ParseRanges = %v", rs)
+	require.Equal(t, uint64(2), rs[1].size(), "ParseRanges = %v", rs)
 }
 
 func TestRangeContainsOverlaps(t *testing.T) {
@@ -97,21 +93,15 @@ func TestRangeContainsOverlaps(t *testing.T) {
 		"192.0.2.9": false, "192.0.2.10": true, "192.0.2.15": true, "192.0.2.20": true,
 		"192.0.2.21": false, "::ffff:192.0.2.15": false, "2001:db8::15": false,
 	} {
-		if got := r.Contains(netip.MustParseAddr(ip)); got != want {
-			t.Errorf("Contains(%s) = %v, want %v", ip, got, want)
-		}
+		assert.Equal(t, want, r.Contains(netip.MustParseAddr(ip)), "Contains(%s)", ip)
 	}
 	for s, want := range map[string]bool{
 		"192.0.2.0/28": true, "192.0.2.20/32": true, "192.0.2.21-192.0.2.30": false,
 		"192.0.2.0-192.0.2.9": false, "192.0.2.0/24": true, "2001:db8::/32": false,
 	} {
 		o, _ := ParseRange(s)
-		if got := r.Overlaps(o); got != want {
-			t.Errorf("Overlaps(%s) = %v, want %v", s, got, want)
-		}
-		if got := o.Overlaps(r); got != want {
-			t.Errorf("%s.Overlaps = %v, want %v (symmetry)", s, got, want)
-		}
+		assert.Equal(t, want, r.Overlaps(o), "Overlaps(%s)", s)
+		assert.Equal(t, want, o.Overlaps(r), "%s.Overlaps (symmetry)", s)
 	}
 }
 
@@ -121,12 +111,8 @@ func TestRangeSize(t *testing.T) {
 		"2001:db8::/64": ^uint64(0), "2001:db8::/65": 1 << 63, "2001:db8::/120": 256,
 	} {
 		r, err := ParseRange(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := r.size(); got != want {
-			t.Errorf("size(%s) = %d, want %d", s, got, want)
-		}
+		require.NoError(t, err)
+		assert.Equal(t, want, r.size(), "size(%s)", s)
 	}
 }
 

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/lbkit/lbkit/lb"
 )
@@ -77,40 +79,34 @@ func TestSharingRulesTable(t *testing.T) {
 func checkPair(t *testing.T, h, r Request, want SharingRule) {
 	t.Helper()
 	err := CanShare(h, r)
-	if got := ruleOf(err); got != want {
-		t.Fatalf("CanShare: rule %q, want %q (err %v)", got, want, err)
-	}
-	if want != "" && !errors.Is(err, ErrAddressInUse) {
-		t.Fatalf("CanShare error %v does not match ErrAddressInUse", err)
+	require.Equal(t, want, ruleOf(err), "CanShare: rule (err %v)", err)
+	if want != "" {
+		require.ErrorIs(t, err, ErrAddressInUse, "CanShare")
 	}
 
 	a := mustNew(t, mkPool(t, "p", "192.0.2.0/29"))
 	held := mustAlloc(t, a, h).IPs[0]
 	r.IPs = []netip.Addr{held}
 	_, err = a.Allocate(r)
-	if got := ruleOf(err); got != want {
-		t.Fatalf("requested IP: rule %q, want %q (err %v)", got, want, err)
-	}
+	require.Equal(t, want, ruleOf(err), "requested IP: rule (err %v)", err)
 	if want != "" {
 		var se *SharingError
-		errors.As(err, &se)
-		if se.IP != held || se.Holder != h.Service {
-			t.Fatalf("SharingError names %v/%q, want %v/%q", se.IP, se.Holder, held, h.Service)
-		}
-		if _, ok := a.Assignment(r.Service); ok {
-			t.Fatal("refused request left an assignment")
-		}
-	} else if got := a.Holders(held); !slices.Equal(got, []string{h.Service, r.Service}) {
-		t.Fatalf("Holders = %v", got)
+		require.ErrorAs(t, err, &se)
+		msg := []any{"SharingError names %v/%q, want %v/%q", se.IP, se.Holder, held, h.Service}
+		require.Equal(t, held, se.IP, msg...)
+		require.Equal(t, h.Service, se.Holder, msg...)
+		_, ok := a.Assignment(r.Service)
+		require.False(t, ok, "refused request left an assignment")
+	} else {
+		require.Equal(t, []string{h.Service, r.Service}, a.Holders(held), "Holders")
 	}
 
 	b := mustNew(t, mkPool(t, "p", "192.0.2.0/29"))
 	held = mustAlloc(t, b, h).IPs[0]
 	r.IPs = nil
 	got := mustAlloc(t, b, r).IPs[0]
-	if (got == held) != (want == "") {
-		t.Fatalf("automatic allocation put requester on %v, holder on %v; sharing allowed = %v", got, held, want == "")
-	}
+	require.Equal(t, want == "", got == held,
+		"automatic allocation put requester on %v, holder on %v; sharing allowed = %v", got, held, want == "")
 }
 
 func ruleOf(err error) SharingRule {
@@ -184,9 +180,7 @@ func TestSharingRulesExhaustive(t *testing.T) {
 								name := fmt.Sprintf("h=%q/%s/%q r=%q/%s/%q ports=%v", hk, hp, hs, rk, rp, rs, ports)
 								t.Run(name, func(t *testing.T) { checkPair(t, h, r, want) })
 								// Symmetry: allowed one way iff allowed the other.
-								if (CanShare(h, r) == nil) != (CanShare(r, h) == nil) {
-									t.Errorf("%s: CanShare is not symmetric", name)
-								}
+								assert.Equal(t, CanShare(h, r) == nil, CanShare(r, h) == nil, "%s: CanShare is not symmetric", name)
 								n++
 								if want == "" {
 									allowed++
@@ -200,9 +194,8 @@ func TestSharingRulesExhaustive(t *testing.T) {
 	}
 	// Guard against a degenerate oracle: both outcomes must occur, and every
 	// rule must be exercised.
-	if allowed == 0 || allowed == n {
-		t.Fatalf("%d of %d combinations allowed", allowed, n)
-	}
+	require.NotZero(t, allowed, "%d of %d combinations allowed", allowed, n)
+	require.NotEqual(t, n, allowed, "%d of %d combinations allowed", allowed, n)
 	t.Logf("%d combinations, %d may share", n, allowed)
 }
 
@@ -224,9 +217,7 @@ func TestSharingRulesAllExercised(t *testing.T) {
 		}
 	}
 	for _, rule := range []SharingRule{"", RuleHolderNotShared, RuleRequesterNotShared, RuleKeyMismatch, RuleTrafficPolicy, RuleEndpointsSelector, RulePortCollision} {
-		if !seen[rule] {
-			t.Errorf("rule %q never produced", rule)
-		}
+		assert.True(t, seen[rule], "rule %q never produced", rule)
 	}
 }
 
@@ -236,33 +227,27 @@ func TestSharingThreeServices(t *testing.T) {
 	tls := Request{Service: "tls", SharingKey: "k", TrafficPolicy: local, EndpointsSelector: "app=web", Ports: []Port{tcp(443)}}
 	dns := Request{Service: "dns", SharingKey: "k", TrafficPolicy: local, EndpointsSelector: "app=web", Ports: []Port{udp(53), tcp(53)}}
 	x := mustAlloc(t, a, web).IPs[0]
-	if mustAlloc(t, a, tls).IPs[0] != x || mustAlloc(t, a, dns).IPs[0] != x {
-		t.Fatal("three compatible services not co-located")
-	}
+	require.Equal(t, x, mustAlloc(t, a, tls).IPs[0], "three compatible services not co-located")
+	require.Equal(t, x, mustAlloc(t, a, dns).IPs[0], "three compatible services not co-located")
 	// A fourth colliding with any one of them is refused on x and placed
 	// elsewhere automatically.
 	bad := Request{Service: "bad", SharingKey: "k", TrafficPolicy: local, EndpointsSelector: "app=web", Ports: []Port{tcp(53)}, IPs: []netip.Addr{x}}
 	_, err := a.Allocate(bad)
 	var se *SharingError
-	if !errors.As(err, &se) || se.Rule != RulePortCollision || se.Holder != "dns" || se.Port != tcp(53) {
-		t.Fatalf("err = %v", err)
-	}
+	require.ErrorAs(t, err, &se)
+	require.Equal(t, RulePortCollision, se.Rule, "err = %v", err)
+	require.Equal(t, "dns", se.Holder, "err = %v", err)
+	require.Equal(t, tcp(53), se.Port, "err = %v", err)
 	bad.IPs = nil
-	if got := mustAlloc(t, a, bad).IPs[0]; got == x {
-		t.Fatal("colliding service co-located")
-	}
+	require.NotEqual(t, x, mustAlloc(t, a, bad).IPs[0], "colliding service co-located")
 	// The lone holder may change its key in place (MetalLB allows it).
 	lone := mustAlloc(t, a, Request{Service: "lone", SharingKey: "old"})
 	mustAlloc(t, a, Request{Service: "lone", SharingKey: "new", IPs: lone.IPs})
 	joiner := mustAlloc(t, a, Request{Service: "joiner", SharingKey: "new", Pool: "p"})
-	if joiner.IPs[0] != lone.IPs[0] {
-		t.Fatalf("joiner on %v, lone on %v: key index not updated", joiner.IPs, lone.IPs)
-	}
+	require.Equal(t, lone.IPs[0], joiner.IPs[0], "joiner on %v, lone on %v: key index not updated", joiner.IPs, lone.IPs)
 	// ... but not while someone shares with it.
 	_, err = a.Allocate(Request{Service: "lone", SharingKey: "newer", IPs: lone.IPs})
-	if ruleOf(err) != RuleKeyMismatch {
-		t.Fatalf("err = %v", err)
-	}
+	require.Equal(t, RuleKeyMismatch, ruleOf(err), "err = %v", err)
 }
 
 func TestSharingErrorMessages(t *testing.T) {
@@ -276,10 +261,7 @@ func TestSharingErrorMessages(t *testing.T) {
 		{Request{Service: "a", SharingKey: "x", TrafficPolicy: local}, Request{Service: "b", SharingKey: "x", TrafficPolicy: local}, `needs a non-empty endpoints selector`},
 		{Request{Service: "a", SharingKey: "x", Ports: []Port{udp(53)}}, Request{Service: "b", SharingKey: "x", Ports: []Port{udp(53)}}, `port UDP/53 is already used`},
 	} {
-		err := CanShare(c.h, c.r)
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("CanShare = %v, want mention of %q", err, c.want)
-		}
+		assert.ErrorContains(t, CanShare(c.h, c.r), c.want, "CanShare")
 	}
 }
 
@@ -377,28 +359,26 @@ func TestSharingScenarios(t *testing.T) {
 				got, err := a.Allocate(st.req)
 				if st.rule != "" {
 					var se *SharingError
-					if !errors.As(err, &se) || se.Rule != st.rule || se.Holder != st.holder || se.Port != st.port {
-						t.Fatalf("step %d %+v: err %v, want rule %s by %q on %v", i, st.req, err, st.rule, st.holder, st.port)
-					}
+					msg := []any{"step %d %+v: err %v, want rule %s by %q on %v", i, st.req, err, st.rule, st.holder, st.port}
+					require.ErrorAs(t, err, &se, msg...)
+					require.Equal(t, st.rule, se.Rule, msg...)
+					require.Equal(t, st.holder, se.Holder, msg...)
+					require.Equal(t, st.port, se.Port, msg...)
 					// A refused request changes nothing.
 					after, hasAfter := a.Assignment(st.req.Service)
 					if hadBefore != hasAfter || !slices.Equal(before.IPs, after.IPs) || !slices.Equal(before.Request.Ports, after.Request.Ports) {
 						t.Fatalf("step %d: refused request changed %s from %+v to %+v", i, st.req.Service, before, after)
 					}
 				} else {
-					if err != nil {
-						t.Fatalf("step %d %+v: %v", i, st.req, err)
-					}
-					if !slices.Equal(got.IPs, addrs(st.ips...)) || !slices.Equal(got.Request.Ports, sortedPorts(st.req.Ports)) {
-						t.Fatalf("step %d %+v: got %v ports %v, want %v", i, st.req, got.IPs, got.Request.Ports, st.ips)
-					}
+					require.NoError(t, err, "step %d %+v", i, st.req)
+					msg := []any{"step %d %+v: got %v ports %v, want %v", i, st.req, got.IPs, got.Request.Ports, st.ips}
+					require.Equal(t, addrs(st.ips...), got.IPs, msg...)
+					require.Equal(t, sortedPorts(st.req.Ports), got.Request.Ports, msg...)
 				}
 				checkInvariants(t, a)
 			}
 			for addr, want := range sc.holders {
-				if got := a.Holders(ip(addr)); !slices.Equal(got, want) {
-					t.Errorf("holders of %s = %v, want %v", addr, got, want)
-				}
+				assert.Equal(t, want, a.Holders(ip(addr)), "holders of %s", addr)
 			}
 		})
 	}
