@@ -8,6 +8,26 @@
 // may use under the traffic policies, ClientIP affinity, source ranges, and
 // what to do when there is no endpoint. The Plan is engine-neutral.
 //
+// Two syncers program the services: IPTables (package iptables,
+// kube-proxy's iptables layout, below) and NFTables (package nftables, one
+// inet table in the layout of kube-proxy's nftables mode with O(1) dispatch
+// and endpoint changes; see NFTables). Both need CAP_NET_ADMIN in the
+// network namespace they program, and conntrack over netlink for the
+// cleanup of UDP and SCTP flows; Compile and the renderers need nothing.
+//
+// # Errors
+//
+// Invalid services or configuration are reported before anything is
+// applied, all problems joined in one error: *lb.ValidationError,
+// *DuplicateServiceError and *ConflictError (two services claim one
+// frontend), found with errors.As and all matching lb.ErrInvalid; and
+// ErrNoEngine (a family with addresses but no engine). An engine
+// that refuses a change returns its own error (*iptables.RestoreError,
+// *nftables.KernelError) and leaves the previous rules in place; the next
+// sync is a full one.
+//
+// # The iptables layout
+//
 // IPTables programs a plan into iptables (package iptables) with
 // kube-proxy's chain layout, as `iptables-save -t nat` shows it on a
 // kube-proxy node, but under its own prefix ("LBK-" by default) and its own
@@ -48,7 +68,7 @@
 // datagram flows have no end, so a client that keeps its socket would stay
 // on its old translation for as long as it keeps sending.
 //
-// Each sync is one iptables-restore --noflush per family. A sync rewrites
+// An IPTables sync is one iptables-restore --noflush per family. A sync rewrites
 // only the chains of service ports that changed since the previous sync and
 // deletes the chains that are gone; every DefaultFullSyncInterval (or after
 // a failed sync) a full sync rewrites everything it owns and deletes stale
