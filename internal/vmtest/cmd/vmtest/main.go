@@ -48,7 +48,12 @@ func run(argv []string, stdout, stderr io.Writer) int {
 	start := time.Now()
 	res, err := vmtest.Run(ctx, o)
 	if err != nil {
-		fmt.Fprintf(stderr, "vmtest: %v\n", err)
+		// The package's errors carry the "vmtest: " prefix already.
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "vmtest: ") {
+			msg = "vmtest: " + msg
+		}
+		fmt.Fprintln(stderr, msg)
 		if errors.Is(err, vmtest.ErrNoPackages) {
 			fmt.Fprintln(stderr, "vmtest: a VM test is a _test.go file starting with //go:build vmtest")
 		}
