@@ -69,6 +69,12 @@
 // and nq, and the 256-bucket tables and hash_32 of sh and dh, fallback
 // included.
 //
+// A weight of 0 means different things on the two sides, as it does in
+// Kubernetes and IPVS: an Endpoint's Weight of 0 is the default weight 1,
+// while a Backend's or MaglevBackend's Weight of 0 is a drained backend
+// that takes no new flows. Build backends from Endpoint.EffectiveWeight,
+// not Endpoint.Weight.
+//
 // # Weighted Maglev
 //
 // Maglev (Eisenbud et al., "Maglev: A Fast and Reliable Software Network

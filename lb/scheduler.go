@@ -14,8 +14,8 @@ import (
 )
 
 // SchedulerName names a scheduling algorithm. Each one that IPVS also
-// implements is named as IPVS names it, so the ipvs package and users of
-// ipvsadm can use the same names.
+// implements is named as IPVS names it, so that code programming IPVS and
+// users of ipvsadm can use the same names.
 type SchedulerName string
 
 // Schedulers.
