@@ -5,14 +5,20 @@
 // between the client's segment and one segment per backend, and three HTTP
 // backends — compiles a ClusterIP service with package nat, programs it into
 // the balancer's kernel through the chosen engine, sends HTTP requests from
-// the client to the service's cluster IP, prints which backend answered
-// each share and the rules it installed, and removes everything.
+// the client to the service's cluster IP, prints how many requests each
+// backend answered and the rules it installed, and removes everything.
 //
 // Two engines can program the balancer: iptables (one iptables-restore,
 // kube-proxy's chain layout) and nftables (one netlink batch into lbkit's
 // own inet table: verdict-map dispatch, endpoints chosen through a map).
 //
-// It needs root. It never touches the host's own network namespace.
+// It needs root. It never touches the host's own network namespace. A lab
+// left behind by a run that was killed is removed by the next run.
+//
+// The lab itself is built with lbkit's internal test harness
+// (internal/nettest), which other modules cannot import; in a program of
+// your own, run iptables.New and nat.NewIPTables inside the node's network
+// namespace, or nftables.Dial with WithNetNS and nat.NewNFTables.
 //
 //	go run ./examples/lab                      # 300 requests, equal weights
 //	go run ./examples/lab -engine nftables     # the same through nftables
@@ -92,7 +98,10 @@ func run(engine, weightList string, requests int, keep bool) error {
 		return errors.New("the lab builds network namespaces and needs root")
 	}
 	start := time.Now()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A closed stdout (| head) must not kill the demo before it removes
+	// its lab: writes then fail instead.
+	signal.Ignore(syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 
 	fmt.Println("== building the lab: client ── balancer ── be1, be2, be3 (network namespaces)")
@@ -190,7 +199,7 @@ func run(engine, weightList string, requests int, keep bool) error {
 	}
 	res, err := nettest.ChiSquare(counts, map[string]float64{"be1": float64(weights[0]), "be2": float64(weights[1]), "be3": float64(weights[2])})
 	if err == nil {
-		fmt.Printf("   chi-square against the weights: %.2f with %d degrees of freedom, p = %.3f\n", res.Stat, res.DF, res.P)
+		fmt.Printf("   chi-square against the weights: %.2f with %d degrees of freedom, p = %.3f (above 0.01: the shares fit the weights)\n", res.Stat, res.DF, res.P)
 	}
 
 	fmt.Printf("== the rules lbkit installed in the balancer (%s)\n", prog.listing)
@@ -201,10 +210,14 @@ func run(engine, weightList string, requests int, keep bool) error {
 	for _, line := range rules {
 		fmt.Println("   " + line)
 	}
+	if engine == "nftables" {
+		fmt.Println("   (nft lists the numgen-keyed endpoint maps as \"type 0\": google/nftables writes no typeof")
+		fmt.Println("   metadata; the kernel's data is right. `go doc github.com/lbkit/lbkit/nftables` says more.)")
+	}
 
 	if keep {
 		fmt.Println("== the lab stays up until Ctrl-C; poke at it with, for example:")
-		fmt.Printf("   ip netns exec %s curl -s http://%s/\n", client.Namespace(), clusterIP)
+		fmt.Printf("   ip netns exec %s curl -s http://%s/   # if curl is installed\n", client.Namespace(), clusterIP)
 		fmt.Printf("   ip netns exec %s %s\n", balancer.Namespace(), prog.listing)
 		fmt.Printf("   ip netns exec %s conntrack -L   # if conntrack is installed\n", balancer.Namespace())
 		<-ctx.Done()
@@ -235,11 +248,13 @@ func program(ctx context.Context, engine string, balancer *nettest.Host, cfg nat
 	}
 	var syncer *nat.IPTables
 	var stats []nat.IPTablesStats
+	var backend iptables.Backend
 	err := balancer.Do(func() error {
 		v4, err := iptables.New(ctx, iptables.IPv4)
 		if err != nil {
 			return err
 		}
+		backend = v4.Backend()
 		if syncer, err = nat.NewIPTables(cfg, v4, nil, nat.IPTablesOptions{}); err != nil {
 			return err
 		}
@@ -250,7 +265,7 @@ func program(ctx context.Context, engine string, balancer *nettest.Host, cfg nat
 		return nil, err
 	}
 	return &programmed{
-		summary: fmt.Sprintf("one iptables-restore: %d chains, %d rules, %d bytes", stats[0].ChainsWritten, stats[0].Rules, stats[0].Bytes),
+		summary: fmt.Sprintf("one iptables-restore (%s backend): %d chains, %d rules, %d bytes", backend, stats[0].ChainsWritten, stats[0].Rules, stats[0].Bytes),
 		listing: "iptables-save",
 		rules: func(ctx context.Context) ([]string, error) {
 			// lbkit's rules of both tables it writes: DNAT and
