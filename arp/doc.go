@@ -30,8 +30,9 @@
 // DefaultAnnounceCount). Meanwhile the Announcer answers ARP requests and
 // neighbour solicitations for exactly the VIPs it owns, on exactly its
 // interface, and when Release returns it sends nothing more for the
-// released VIPs. Dial opens the sockets; New takes any Conn, such as
-// FakeConn, so that callers can test without root.
+// released VIPs. Dial opens the sockets, which needs CAP_NET_RAW
+// (AF_PACKET); New takes any Conn, such as FakeConn, so that callers can
+// test without root.
 //
 // Dial opens two packet sockets on the interface, one bound to ARP and one
 // to IPv6, each with a classic BPF filter attached before bind (see Filter),

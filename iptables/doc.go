@@ -47,6 +47,10 @@
 // carries the line iptables-restore blamed and its text. Single rules that
 // must live in built-in chains (the jump from PREROUTING to the program's
 // chain) are managed with go-iptables: EnsureJump, EnsureRule, DeleteJump.
+// A Client needs CAP_NET_ADMIN in its network namespace and the iptables
+// 1.8 binaries (iptables-restore, iptables-save and their legacy/nft
+// variants); New returns an error matching ErrBinaryNotFound without them.
+// Rendering, parsing and Fake need neither.
 //
 // # Injection
 //

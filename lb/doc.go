@@ -1,7 +1,10 @@
 // Package lb is the vocabulary and the algorithms of lbkit: the service
 // model every engine compiles from, its validation, the endpoint-selection
 // rules, schedulers and weighted Maglev hashing. It is pure Go: no
-// syscalls, no exec, no root, no package state.
+// syscalls, no exec, no root, no package state. Invalid input is reported
+// with errors matching ErrInvalid (a *ValidationError for services and
+// endpoints, listing every problem with its field path); a scheduler with
+// no backend that can take a flow returns ErrNoBackend.
 //
 // # Model
 //

@@ -35,7 +35,12 @@
 // detection; Reconcile uses it to repair drift. Cleanup deletes the owned
 // table and nothing else. Bad input is refused with a *ValidationError
 // before anything is sent; a refused batch is a *KernelError wrapping the
-// errno.
+// errno. A batch whose acknowledgements were lost after it was sent may
+// or may not have been committed: its error matches ErrOutcomeUnknown, and
+// the engine reads the kernel again before its next Sync. Read of a table
+// that does not exist matches ErrNotFound. Dial and the kernel operations
+// need CAP_NET_ADMIN in the target network namespace; Render, Diff,
+// Validate and Fake need nothing.
 //
 // # Batches and their cost
 //

@@ -70,5 +70,15 @@
 // Run(ctx) runs the checks until ctx is done, then cancels running checks,
 // waits for every goroutine it started and closes every connection; Add,
 // Update, Remove and Sync change the targets at any time, before or during
-// Run.
+// Run. Checks are ordinary sockets: no root is needed.
+//
+// # Errors
+//
+// A target that cannot be checked as described is refused with a
+// *ValidationError matching ErrInvalid; ParseStatusSet's errors match
+// ErrStatusSet. Add, Update and Remove report ErrExists, ErrNotFound and
+// ErrClosed; Run while another Run runs, ErrRunning. A failed
+// check's error, in a Transition's Err, matches ErrTimeout,
+// ErrPortUnreachable or ErrUnexpectedReply where one of those is the
+// cause; an HTTP answer with a status outside the set is a *StatusError.
 package health
