@@ -3,29 +3,72 @@ package nat
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/lbkit/lbkit/lb"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// FlowFilter selects conntrack entries of one protocol, by the original
-// destination (a service frontend: what the client addressed) or by the
-// reply source (an endpoint: where the flow was translated to). A zero
-// address with a port matches any address on that port (a node port).
+// FlowFilter selects conntrack entries. An entry matches when it meets
+// every condition the filter sets; a field left at its zero value means
+// "any", so the zero FlowFilter matches every entry.
+//
+// OrigDst is the original destination (a service frontend: what the client
+// addressed) and ReplySrc the reply's source (an endpoint: where the flow
+// was translated to). In both, a zero address matches any address and a
+// zero port any port: a zero address with a port is a node port, which
+// matches any local address on that port.
 type FlowFilter struct {
 	Protocol lb.Protocol
 	OrigDst  netip.AddrPort
 	ReplySrc netip.AddrPort
+	// Untranslated selects only entries that no DNAT changed: the reply
+	// comes from the original destination, address and port. A flow that
+	// met a REJECT, or was routed on, while its service had no endpoints
+	// (or did not exist) has such an entry; a flow translated to an
+	// endpoint does not.
+	Untranslated bool
 }
 
+// String returns the filter as conntrack(8)'s options would name it, with
+// "*" for an address or port that matches any, e.g.
+// "udp orig-dst *:30053 reply-src 192.0.2.10:53".
 func (f FlowFilter) String() string {
-	if f.ReplySrc.IsValid() {
-		return fmt.Sprintf("%s reply-src %s", f.Protocol.Lower(), f.ReplySrc)
+	proto := "any"
+	if f.Protocol != "" {
+		proto = f.Protocol.Lower()
 	}
-	return fmt.Sprintf("%s orig-dst %s", f.Protocol.Lower(), f.OrigDst)
+	parts := []string{proto}
+	if f.OrigDst != (netip.AddrPort{}) {
+		parts = append(parts, "orig-dst "+anyAddrPort(f.OrigDst))
+	}
+	if f.ReplySrc != (netip.AddrPort{}) {
+		parts = append(parts, "reply-src "+anyAddrPort(f.ReplySrc))
+	}
+	if f.Untranslated {
+		parts = append(parts, "untranslated")
+	}
+	return strings.Join(parts, " ")
+}
+
+// anyAddrPort formats ap with "*" for a zero address or port.
+func anyAddrPort(ap netip.AddrPort) string {
+	addr, port := "*", "*"
+	if a := ap.Addr(); a.IsValid() {
+		addr = a.String()
+		if a.Is6() && !a.Is4In6() {
+			addr = "[" + addr + "]"
+		}
+	}
+	if ap.Port() != 0 {
+		port = strconv.Itoa(int(ap.Port()))
+	}
+	return addr + ":" + port
 }
 
 // Conntrack deletes connection-tracking entries. The syncers use it after a
@@ -74,33 +117,45 @@ func (c NetlinkConntrack) Delete(ctx context.Context, family lb.IPFamily, filter
 	return int(n), nil
 }
 
-// flowMatcher matches a flow against a set of filters.
+// flowMatcher matches a flow against a set of filters: a flow matches
+// when any filter matches it.
 type flowMatcher []FlowFilter
 
 // MatchConntrackFlow implements netlink.CustomConntrackFilter.
 func (m flowMatcher) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 	for _, f := range m {
-		if flow.Forward.Protocol != f.Protocol.Number() {
-			continue
-		}
-		if f.ReplySrc.IsValid() {
-			a, ok := netip.AddrFromSlice(flow.Reverse.SrcIP)
-			if ok && a.Unmap() == f.ReplySrc.Addr() && flow.Reverse.SrcPort == f.ReplySrc.Port() {
-				return true
-			}
-			continue
-		}
-		if flow.Forward.DstPort != f.OrigDst.Port() {
-			continue
-		}
-		if !f.OrigDst.Addr().IsValid() {
-			return true
-		}
-		if a, ok := netip.AddrFromSlice(flow.Forward.DstIP); ok && a.Unmap() == f.OrigDst.Addr() {
+		if f.matches(flow) {
 			return true
 		}
 	}
 	return false
+}
+
+func (f FlowFilter) matches(flow *netlink.ConntrackFlow) bool {
+	if f.Protocol != "" && flow.Forward.Protocol != f.Protocol.Number() {
+		return false
+	}
+	if !matchAddrPort(f.OrigDst, flow.Forward.DstIP, flow.Forward.DstPort) ||
+		!matchAddrPort(f.ReplySrc, flow.Reverse.SrcIP, flow.Reverse.SrcPort) {
+		return false
+	}
+	if f.Untranslated {
+		return flow.Reverse.SrcPort == flow.Forward.DstPort && flow.Reverse.SrcIP.Equal(flow.Forward.DstIP)
+	}
+	return true
+}
+
+// matchAddrPort reports whether ip and port are want, where a zero address
+// or port in want matches any.
+func matchAddrPort(want netip.AddrPort, ip net.IP, port uint16) bool {
+	if want.Port() != 0 && want.Port() != port {
+		return false
+	}
+	if !want.Addr().IsValid() {
+		return true
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	return ok && a.Unmap() == want.Addr().Unmap()
 }
 
 // portFlows is what a sync remembers of a port to find the conntrack
@@ -109,7 +164,7 @@ type portFlows struct {
 	proto     lb.Protocol
 	reachable bool             // has endpoints anywhere (not rejected)
 	targets   []netip.AddrPort // endpoints some rule sends traffic to
-	frontends []lb.Frontend    // intercepted frontends
+	frontends []netip.AddrPort // intercepted frontends, node ports with a zero address
 }
 
 // needsConntrack reports whether the protocol keeps flows alive without
@@ -126,32 +181,42 @@ func flowsOf(p *Port) *portFlows {
 		pf.targets = append(pf.targets, t.AddrPort)
 	}
 	for _, f := range p.Frontends {
-		if f.Intercept() {
-			pf.frontends = append(pf.frontends, f)
+		if ap := netip.AddrPortFrom(f.Addr, f.Port); f.Intercept() && !slices.Contains(pf.frontends, ap) {
+			pf.frontends = append(pf.frontends, ap)
 		}
 	}
 	return pf
 }
 
 // staleFlows returns the filters of the conntrack entries a change from
-// old to next made stale: flows translated to an endpoint that is gone,
-// and flows to the frontends of a port that had no endpoints and now has
-// (their entries still carry the REJECT's untranslated tuple).
+// old to next made stale (old is nil for a port the syncer did not program
+// before: a new one, or every port after a restart or a Cleanup):
+//
+//   - Flows translated to an endpoint that is gone. Each is paired with
+//     every frontend the port had (old's: a flow to a frontend removed in
+//     the same change was translated by the old rules), so that flows of
+//     other services that still use the same endpoint address and port
+//     stay untouched.
+//   - Untranslated flows to the frontends of a port that now has endpoints
+//     and did not before, or was not programmed: their entries still carry
+//     the REJECT's, or the routed packet's, untranslated tuple and would
+//     never reach an endpoint. Translated flows are left alone, so that a
+//     restarted syncer does not move the live flows it finds.
 func staleFlows(old, next *portFlows) []FlowFilter {
-	if next == nil && old == nil {
-		return nil
-	}
 	var out []FlowFilter
 	if old != nil {
 		for _, t := range old.targets {
-			if next == nil || !slices.Contains(next.targets, t) {
-				out = append(out, FlowFilter{Protocol: old.proto, ReplySrc: t})
+			if next != nil && slices.Contains(next.targets, t) {
+				continue
+			}
+			for _, f := range old.frontends {
+				out = append(out, FlowFilter{Protocol: old.proto, OrigDst: f, ReplySrc: t})
 			}
 		}
 	}
 	if next != nil && next.reachable && (old == nil || !old.reachable) {
 		for _, f := range next.frontends {
-			out = append(out, FlowFilter{Protocol: next.proto, OrigDst: netip.AddrPortFrom(f.Addr, f.Port)})
+			out = append(out, FlowFilter{Protocol: next.proto, OrigDst: f, Untranslated: true})
 		}
 	}
 	return out
