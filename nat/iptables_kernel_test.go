@@ -73,7 +73,22 @@ type iptEngine struct {
 }
 
 func (e *iptEngine) Sync(ctx context.Context, svcs []nat.ServiceEndpoints) error {
-	return e.host.Do(func() error { _, err := e.syncer.Sync(ctx, svcs); return err })
+	_, err := e.SyncFlows(ctx, svcs)
+	return err
+}
+
+// SyncFlows is Sync that returns the conntrack entries the sync deleted,
+// over both families.
+func (e *iptEngine) SyncFlows(ctx context.Context, svcs []nat.ServiceEndpoints) (int, error) {
+	n := 0
+	err := e.host.Do(func() error {
+		stats, err := e.syncer.Sync(ctx, svcs)
+		for _, st := range stats {
+			n += st.FlowsDeleted
+		}
+		return err
+	})
+	return n, err
 }
 
 // PeriodicSync lets the full-sync interval pass, as it does on a running

@@ -564,3 +564,10 @@ func maglevOf(t *testing.T, eps []lb.Endpoint, size int) *lb.Maglev {
 	must(t, err)
 	return m
 }
+
+// SyncFlows is Sync that returns the conntrack entries the sync deleted
+// (the suite's engine interface; added for its UDP conntrack cases).
+func (e *nftEngine) SyncFlows(ctx context.Context, svcs []nat.ServiceEndpoints) (int, error) {
+	st, err := e.syncer.Sync(ctx, svcs)
+	return st.FlowsDeleted, err
+}

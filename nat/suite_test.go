@@ -17,6 +17,8 @@ import (
 	"github.com/lbkit/lbkit/internal/nettest"
 	"github.com/lbkit/lbkit/lb"
 	"github.com/lbkit/lbkit/nat"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // engineUnderTest is what the suite needs from an engine.
@@ -34,6 +36,9 @@ type engine interface {
 	// Sync programs services (a partial or full sync, as the engine
 	// decides).
 	Sync(ctx context.Context, services []nat.ServiceEndpoints) error
+	// SyncFlows is Sync that also returns how many conntrack entries the
+	// sync deleted (the syncer's FlowsDeleted, over both families).
+	SyncFlows(ctx context.Context, services []nat.ServiceEndpoints) (flowsDeleted int, err error)
 	// PeriodicSync is the sync the engine runs on its own schedule to
 	// repair drift, as it would run it after its interval passed.
 	PeriodicSync(ctx context.Context, services []nat.ServiceEndpoints) error
@@ -616,6 +621,88 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		}
 	})
 
+	t.Run("UDPFlowsSurviveRestart", func(t *testing.T) {
+		// A restarted proxy, a new syncer on a node whose rules are in
+		// place, must leave the live flows it finds where they are: only
+		// untranslated flows (that met a REJECT) are stale.
+		udp := service("udp-restart", 15, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		udp.Service.Ports[0].Protocol = lb.UDP
+		svcs := []nat.ServiceEndpoints{web, udp}
+		sync(t, svcs...)
+		conns := make([]net.Conn, 9)
+		before := make([]string, len(conns))
+		spread := map[string]int{}
+		for i := range conns {
+			conn, err := s.client1.DialContext(ctx, "udp", clusterIP(udp).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conns[i], before[i] = conn, askOn(t, conn)
+			spread[before[i]]++
+		}
+		t.Logf("%d flows before the restart: %v", len(conns), spread)
+		restarted := eut.start(t, s.lb, s.cfg)
+		n, err := restarted.SyncFlows(ctx, svcs)
+		if err != nil {
+			t.Fatalf("the restarted syncer's first sync: %v", err)
+		}
+		if n != 0 {
+			t.Errorf("the restarted syncer deleted %d conntrack entries; want 0: every flow was translated", n)
+		}
+		for i, conn := range conns {
+			if got := askOn(t, conn); got != before[i] {
+				t.Errorf("flow %d moved from %s to %s across the restart", i, before[i], got)
+			}
+		}
+		// The suite goes on with its first engine: a full sync makes
+		// what it knows of the kernel true again.
+		if err := e.PeriodicSync(ctx, svcs); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("UDPSharedEndpointRemovedFromOneService", func(t *testing.T) {
+		// Two services translate to the same endpoint address and port
+		// (be2). Removing it from one must cut that one's flow only.
+		one := service("udp-one", 16, lb.IPv4, s.endpoints(lb.IPv4, 1))
+		two := service("udp-two", 17, lb.IPv4, s.endpoints(lb.IPv4, 1))
+		one.Service.Ports[0].Protocol, two.Service.Ports[0].Protocol = lb.UDP, lb.UDP
+		sync(t, web, one, two)
+		var conns [2]net.Conn
+		for i, svc := range []nat.ServiceEndpoints{one, two} {
+			conn, err := s.client1.DialContext(ctx, "udp", clusterIP(svc).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conns[i] = conn
+			if got := askOn(t, conn); got != "be2" {
+				t.Fatalf("%s answered from %s, want be2 (its only endpoint)", svc.Service.Name, got)
+			}
+		}
+		one.Endpoints = s.endpoints(lb.IPv4, 0)
+		n, err := e.SyncFlows(ctx, []nat.ServiceEndpoints{web, one, two})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Before another datagram re-creates an entry: the kernel must
+		// have forgotten one's flow and still track two's.
+		if s.tracked(t, conns[0]) || !s.tracked(t, conns[1]) {
+			t.Errorf("after removing be2 from udp-one: udp-one's flow tracked %v (want false), udp-two's %v (want true)",
+				s.tracked(t, conns[0]), s.tracked(t, conns[1]))
+		}
+		if n != 1 {
+			t.Errorf("the sync deleted %d conntrack entries, want 1 (udp-one's flow to be2)", n)
+		}
+		if got := askOn(t, conns[0]); got != "be1" {
+			t.Errorf("udp-one's flow reached %s, want be1 (its new endpoint)", got)
+		}
+		if got := askOn(t, conns[1]); got != "be2" {
+			t.Errorf("udp-two's flow reached %s, want be2", got)
+		}
+	})
+
 	t.Run("IPv6", func(t *testing.T) {
 		web6 := service("web6", 1, lb.IPv6, s.endpoints(lb.IPv6, 0, 1, 2))
 		sync(t, web, web6)
@@ -663,6 +750,24 @@ func askOn(t *testing.T, conn net.Conn) string {
 		t.Fatalf("no answer on the reused socket: %v", err)
 	}
 	return r.Backend
+}
+
+// tracked reports whether the balancer's conntrack table holds the flow of
+// the client socket conn (by its original tuple).
+func (s *suiteLab) tracked(t *testing.T, conn net.Conn) bool {
+	t.Helper()
+	local, remote := conn.LocalAddr().(*net.UDPAddr), conn.RemoteAddr().(*net.UDPAddr)
+	flows, err := s.lb.Netlink().ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range flows {
+		if f.Forward.Protocol == unix.IPPROTO_UDP && f.Forward.SrcIP.Equal(local.IP) && int(f.Forward.SrcPort) == local.Port &&
+			f.Forward.DstIP.Equal(remote.IP) && int(f.Forward.DstPort) == remote.Port {
+			return true
+		}
+	}
+	return false
 }
 
 func isTimeout(err error) bool {
