@@ -63,10 +63,13 @@
 //   - Load-balancer IPs with ipMode Proxy are not intercepted at all.
 //
 // After a sync, the conntrack entries of UDP and SCTP flows that the change
-// made stale are deleted (flows translated to a removed endpoint, flows to
-// the frontends of a port that regained endpoints), as kube-proxy does:
-// datagram flows have no end, so a client that keeps its socket would stay
-// on its old translation for as long as it keeps sending.
+// made stale are deleted, as kube-proxy does: flows to a port's frontends
+// translated to an endpoint the port no longer has, and untranslated flows
+// (that met the REJECT) to the frontends of a port that gained endpoints.
+// Datagram flows have no end, so a client that keeps its socket would stay
+// on its old translation for as long as it keeps sending. Translated flows
+// to endpoints still in use are left alone, also by a new syncer that takes
+// over rules already in place (a restarted proxy).
 //
 // An IPTables sync is one iptables-restore --noflush per family. A sync rewrites
 // only the chains of service ports that changed since the previous sync and
