@@ -198,10 +198,11 @@ func flowsOf(p *Port) *portFlows {
 //     other services that still use the same endpoint address and port
 //     stay untouched.
 //   - Untranslated flows to the frontends of a port that now has endpoints
-//     and did not before, or was not programmed: their entries still carry
-//     the REJECT's, or the routed packet's, untranslated tuple and would
-//     never reach an endpoint. Translated flows are left alone, so that a
-//     restarted syncer does not move the live flows it finds.
+//     and did not before, or was not programmed, and to a frontend new on
+//     a port that has endpoints: their entries still carry the REJECT's,
+//     or the routed packet's, untranslated tuple and would never reach an
+//     endpoint. Translated flows are left alone, so that a restarted
+//     syncer does not move the live flows it finds.
 func staleFlows(old, next *portFlows) []FlowFilter {
 	var out []FlowFilter
 	if old != nil {
@@ -214,9 +215,13 @@ func staleFlows(old, next *portFlows) []FlowFilter {
 			}
 		}
 	}
-	if next != nil && next.reachable && (old == nil || !old.reachable) {
+	if next != nil && next.reachable {
 		for _, f := range next.frontends {
-			out = append(out, FlowFilter{Protocol: next.proto, OrigDst: f, Untranslated: true})
+			// A frontend that is new on a port that had endpoints
+			// was not intercepted before either.
+			if old == nil || !old.reachable || !slices.Contains(old.frontends, f) {
+				out = append(out, FlowFilter{Protocol: next.proto, OrigDst: f, Untranslated: true})
+			}
 		}
 	}
 	return out

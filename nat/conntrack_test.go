@@ -147,8 +147,10 @@ func TestStaleFlows(t *testing.T) {
 		{"lost every endpoint", with(true, "192.0.2.1:53"), with(false), gone("192.0.2.1:53", cip, np)},
 		{"endpoint and frontend removed: the old frontends", port(true, []netip.AddrPort{cip, lbIP}, "192.0.2.1:53", "192.0.2.2:53"),
 			port(true, []netip.AddrPort{cip}, "192.0.2.1:53"), gone("192.0.2.2:53", cip, lbIP)},
-		{"endpoint removed, frontend added: not the new one", port(true, []netip.AddrPort{cip}, "192.0.2.1:53", "192.0.2.2:53"),
-			port(true, []netip.AddrPort{cip, lbIP}, "192.0.2.1:53"), gone("192.0.2.2:53", cip)},
+		{"endpoint removed, frontend added: not paired with the new one, whose untranslated flows go", port(true, []netip.AddrPort{cip}, "192.0.2.1:53", "192.0.2.2:53"),
+			port(true, []netip.AddrPort{cip, lbIP}, "192.0.2.1:53"), append(gone("192.0.2.2:53", cip), FlowFilter{Protocol: lb.UDP, OrigDst: lbIP, Untranslated: true})},
+		{"frontend added to a port with endpoints: its untranslated flows", port(true, []netip.AddrPort{cip}, "192.0.2.1:53"),
+			port(true, []netip.AddrPort{cip, lbIP}, "192.0.2.1:53"), []FlowFilter{{Protocol: lb.UDP, OrigDst: lbIP, Untranslated: true}}},
 		{"endpoint replaced after no endpoints", with(true, "192.0.2.1:53"), with(true, "192.0.2.2:53"), gone("192.0.2.1:53", cip, np)},
 	}
 	for _, c := range cases {
