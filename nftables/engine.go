@@ -90,8 +90,9 @@ type Stats struct {
 // Engine programs the owned table through netlink with google/nftables.
 // Its methods are safe for concurrent use; they are serialised.
 type Engine struct {
-	t   Table
-	log *slog.Logger
+	t     Table
+	log   *slog.Logger
+	netns int // WithNetNS's descriptor; 0 when none was given
 
 	mu     sync.Mutex
 	redial func() (Batcher, *netlink.Conn, error) // nil when injected
@@ -188,11 +189,19 @@ func newEngine(t Table, b Batcher, d Dumper, cfg config) *Engine {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{t: t, log: log, b: b, d: d}
+	return &Engine{t: t, log: log, b: b, d: d, netns: cfg.netns}
 }
 
 // Table returns the owned table.
 func (e *Engine) Table() Table { return e.t }
+
+// NetNS returns the network-namespace file descriptor the engine was given
+// with WithNetNS, and whether one was given. Without it the engine works in
+// the namespace of the thread that called Dial (ok is false). The
+// descriptor still belongs to the caller, who must keep it open for as long
+// as something uses it; programs that must act in the same namespace as
+// the engine (deleting conntrack entries, say) use it.
+func (e *Engine) NetNS() (fd int, ok bool) { return e.netns, e.netns > 0 }
 
 // Close releases the engine's sockets (when it dialled them).
 func (e *Engine) Close() error {
