@@ -24,11 +24,12 @@ type Config struct {
 
 	// Prefix starts every chain name ("LBK-" by default), so that lbkit
 	// never collides with a kube-proxy on the same node. It must be 2-8
-	// characters of [A-Z0-9-] ending in '-', and not "KUBE-". A syncer
-	// owns (and its full syncs and Cleanup delete) every chain whose name
-	// starts with its prefix, so two syncers on one node need prefixes
-	// neither of which starts the other ("LBK-" and "LBK-2-" would clash;
-	// "LBK-" and "LBKB-" do not).
+	// characters of [A-Z0-9-] ending in '-', and not "KUBE-". An IPTables
+	// syncer owns (and its full syncs and Cleanup delete) every chain
+	// whose name starts with its prefix, so two syncers on one node need
+	// prefixes neither of which starts the other ("LBK-" and "LBK-2-"
+	// would clash; "LBK-" and "LBKB-" do not). An NFTables syncer ignores
+	// the prefix: it owns its whole table, so two of them need two tables.
 	Prefix string
 
 	// MasqueradeMark is the single mark bit that flags a connection for

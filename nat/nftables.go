@@ -12,6 +12,9 @@ import (
 
 	"github.com/lbkit/lbkit/lb"
 	"github.com/lbkit/lbkit/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultNFTablesTable is the table NewNFTables's callers usually give the
@@ -31,9 +34,10 @@ const (
 	// is zero ("lbkt"). Every node must use the same seed.
 	DefaultConsistentSeed uint32 = 0x6c626b74
 	// DefaultConsistentTableSize is the Maglev table size M of a service
-	// port when ConsistentHashing.TableSize is zero: a prime, about 25
-	// slots per endpoint for ten endpoints.
-	DefaultConsistentTableSize = 251
+	// port when ConsistentHashing.TableSize is zero: a prime, about 100
+	// slots per endpoint for ten endpoints. See ConsistentHashing.TableSize
+	// for what a larger or smaller table costs and gains.
+	DefaultConsistentTableSize = 1021
 )
 
 // ConsistentHashing makes NFTables choose a new connection's endpoint by a
@@ -54,12 +58,34 @@ type ConsistentHashing struct {
 	// use the same.
 	Seed uint32
 	// TableSize is M, the number of slots of each service port's table:
-	// a prime from 2 to 65521; 0 means DefaultConsistentTableSize. A
-	// larger M spreads flows more evenly (each endpoint owns M/N slots,
-	// give or take one) at the cost of M map elements per port. A port
-	// with more endpoints than M uses the smallest prime at least four
-	// times its endpoint count. Services with ClientIP affinity use at most
-	// 251 slots.
+	// a prime from 2 to 65521; 0 means DefaultConsistentTableSize (1021).
+	// A port with more endpoints than M uses the smallest prime at least
+	// four times its endpoint count, at most 65521; a port with more than
+	// 65521 endpoints is refused (an error matching lb.ErrInvalid that
+	// names it, before anything is applied). Ports with ClientIP affinity
+	// use the same size.
+	//
+	// The trade-off: M is the number of map elements each service port
+	// (and family) holds in the kernel, and is sent whole in a cold sync,
+	// while a larger M spreads flows more evenly (each endpoint owns M/N
+	// slots, give or take one) and moves fewer flows when an endpoint
+	// comes or goes. The table must be rebuilt from the endpoints alone
+	// (so that every node computes the same one), and a fresh Maglev
+	// table moves more than the leaving endpoint's share. Share of flows
+	// that move when 1 of 10 equal endpoints is removed (ideal 10%), and
+	// when 1 of 50 is (ideal 2%), from lb.NewMaglev:
+	//
+	//	M        elements/port   1 of 10   1 of 50
+	//	251          251          13.5%      9.2%
+	//	1021        1021          11.5%      7.8%
+	//	4093        4093          11.0%      4.3%
+	//	16381      16381          10.5%      3.0%
+	//	65537      65537          10.3%      2.4%  (largest allowed: 65521)
+	//
+	// At 10 000 service ports the default is about 10 million elements
+	// per family; choose 251 when the element count matters more than
+	// the disruption, or a larger M for ports with many endpoints. Every
+	// node must use the same M.
 	TableSize int
 	// SourceOnly hashes the client address alone, so that all connections
 	// of a client go to one endpoint on every node (affinity without
@@ -76,14 +102,19 @@ func (c *ConsistentHashing) seed() uint32 {
 	return c.Seed
 }
 
-// tableSize returns M for a port with n endpoints.
+// tableSize returns M for a port with n endpoints: TableSize, or for more
+// endpoints than that the smallest prime at least 4n, at most
+// nftMaxTableSize (the caller refuses n > M).
 func (c *ConsistentHashing) tableSize(n int) int {
 	m := c.TableSize
 	if m == 0 {
 		m = DefaultConsistentTableSize
 	}
 	if n > m {
-		m = smallestPrimeAtLeast(4 * n)
+		m = nftMaxTableSize
+		if n <= nftMaxTableSize/4 {
+			m = smallestPrimeAtLeast(4 * n)
+		}
 	}
 	return m
 }
@@ -95,18 +126,40 @@ type NFTablesOptions struct {
 	// DefaultFullSyncInterval; a negative value makes every sync full.
 	FullSyncInterval time.Duration
 	// EndpointMaps is the number of endpoint maps per family
-	// (DefaultEndpointMaps when zero, at most 4096).
+	// (DefaultEndpointMaps when zero, at most 4096). Balancing chain i
+	// (a port's service chain, and its local chain under a Local policy)
+	// owns the 65536 keys from (i/S)*65536 in map i mod S, so S maps hold
+	// at most S*65536 balancing chains per family: 8 388 608 with the
+	// default, 65536 with 1; a sync that needs more is refused with an
+	// error matching lb.ErrInvalid, before anything is applied.
+	//
+	// The count is a kernel-cost trade-off: the kernel checks every
+	// element added to a map against every rule bound to the map, and
+	// finds a set by name by walking the table's list of sets. At 10 000
+	// services × 10 endpoints a cold sync took 17 s with one map, 5.5 s
+	// with one per port, and 1.0–1.8 s with 16 to 1000 maps (1.0 s with
+	// 128). Ports with ClientIP affinity do not use these maps (see
+	// NFTables).
 	EndpointMaps int
 	// Consistent, when set, chooses endpoints by consistent hashing (see
 	// ConsistentHashing) instead of at random.
 	Consistent *ConsistentHashing
 	// Conntrack deletes the connection-tracking entries of UDP and SCTP
-	// flows that a sync made stale (flows translated to a removed
-	// endpoint, flows to the frontends of a port that regained endpoints),
-	// as IPTables does. nil means NetlinkConntrack{}, which works in the
-	// network namespace of the calling thread: an engine dialled into
-	// another namespace (nftables.WithNetNS) wants
-	// NetlinkConntrack{Handle: <a netlink handle in that namespace>}.
+	// flows that a sync made stale (flows translated to a removed endpoint,
+	// flows to the frontends of a port that regained endpoints),
+	// as IPTables does. nil means the kernel's, through netlink, in the
+	// network namespace of the engine when the engine tells it (it
+	// implements NetNSer, as an *nftables.Engine dialled with
+	// nftables.WithNetNS does; a netlink socket is opened there for each
+	// cleanup).
+	//
+	// Otherwise nil means NetlinkConntrack{}, which works in the network
+	// namespace of the thread that calls Sync: right when the engine
+	// programs that same namespace, but with an engine of your own that
+	// programs another namespace it would delete the entries of the
+	// caller's namespace (possibly the node's root namespace) and leave
+	// the engine's stale. Give such an engine
+	// NetlinkConntrack{Handle: <a netlink handle in its namespace>}.
 	Conntrack Conntrack
 	// Logger receives one debug record per sync; nil discards.
 	Logger *slog.Logger
@@ -159,20 +212,37 @@ type NFTablesStats struct {
 //     `jhash ... mod M` into a Maglev table). Chains grow with ports, not
 //     endpoints, and an endpoint that changes address or port is one
 //     element deleted and one added, which the kernel commits without
-//     revalidating the table.
+//     revalidating the table. A port owns at most 65536 slots: weights
+//     whose sum (divided by their greatest common divisor) is larger are
+//     apportioned, each within one slot of its share, and a port with
+//     more endpoints than slots (65536; 65521 with ConsistentHashing) is
+//     refused.
 //   - "external4-..." chains handle external traffic as kube-proxy's EXT
 //     chains do (masquerade under Cluster; short-circuit of pod and node
 //     traffic under Local, `fib saddr type local`), "firewall4-..." chains
-//     drop load-balancer traffic from outside the source ranges (filter,
-//     before DNAT).
+//     drop load-balancer traffic from outside the source ranges (filter
+//     chains in the prerouting and output hooks, before DNAT).
 //   - Hairpin traffic (an endpoint reaching itself through the service) is
 //     masqueraded in postrouting by a lookup of saddr . daddr in a set of
 //     endpoint . endpoint pairs; marked packets are masqueraded.
 //   - Ports without endpoints are rejected, and Local policies without a
-//     local endpoint dropped, by verdict maps in filter chains that run
-//     before DNAT (kube-proxy's endpoints-check).
+//     local endpoint dropped, by verdict maps in filter chains
+//     (kube-proxy's endpoints-check): in the output hook, before DNAT, for
+//     the node's own traffic; in the input and forward hooks, after the
+//     prerouting DNAT, for traffic that enters the node. They still see
+//     the frontend there because a frontend that is rejected or dropped
+//     has no dispatch element, so nothing translated it.
 //   - ClientIP affinity uses, for the ports that ask for it, one dynamic
-//     set with the timeout and one chain per endpoint, as kube-proxy does.
+//     set per endpoint (the clients it served, with the timeout) and one
+//     chain per endpoint (remember the client, DNAT), as kube-proxy does,
+//     and one verdict map per service (or local) chain, slot : goto
+//     endpoint chain ("service-slots4-...", "local-slots4-..."), sized as
+//     the slots of other ports are (exact weights; the Maglev table with
+//     ConsistentHashing), so that an endpoint change is an element change
+//     there too. A map per port, not shared ones: such a port already adds
+//     a set and a chain per endpoint, so one more set adds little to the
+//     kernel's name lookups, while a shared map of jumping verdicts would
+//     be walked whole whenever the kernel revalidates the table.
 //   - Load-balancer IPs with ipMode Proxy are not intercepted.
 //
 // A sync compiles the services (Compile), builds the fragment of every
@@ -186,14 +256,37 @@ type NFTablesStats struct {
 // any size. A batch the kernel refuses changes nothing, and makes the next
 // sync full.
 //
-// The syncer touches only the engine's table (Cleanup deletes it). An
-// NFTables is safe for concurrent use; syncs are serialized.
+// The syncer owns the engine's table, whole, and touches nothing else: a
+// full sync makes the table hold exactly what it describes, and Cleanup
+// deletes it. Config.Prefix, which scopes what an IPTables syncer owns,
+// plays no part here; two NFTables syncers on one node need two tables
+// (nftables.Table names), and must not share one.
+//
+// Forwarded traffic and other tables: the kernel runs the base chains of
+// every table on a hook, and a packet any of them drops is dropped; an
+// accept ends only the chain it is in. On a node whose iptables FORWARD
+// policy is DROP (Docker sets it), service traffic this syncer DNATs to an
+// endpoint on another host, or in a network the node routes to, is
+// forwarded, and that other table drops it, whatever lbkit's table says
+// (kube-proxy's nftables mode has the same limitation). The IPTables
+// syncer does not have it: it accepts such traffic in LBK-FORWARD, inside
+// the FORWARD chain itself. On such a node its owner must accept the
+// translated traffic there, for example
+//
+//	iptables -I FORWARD -m conntrack --ctstate DNAT -j ACCEPT
+//	ip6tables -I FORWARD -m conntrack --ctstate DNAT -j ACCEPT
+//
+// (with Docker, in its DOCKER-USER chain instead of FORWARD), or set the
+// policy to ACCEPT. The syncer does neither: it touches only its table.
+//
+// An NFTables is safe for concurrent use; syncs are serialized.
 type NFTables struct {
 	cfg          Config
 	eng          nftables.Interface
 	opts         NFTablesOptions
 	b            nftBuilder
 	log          *slog.Logger
+	ct           Conntrack
 	globalChains []nftables.Chain
 	globalSets   []nftables.Set
 
@@ -220,7 +313,7 @@ func NewNFTables(cfg Config, eng nftables.Interface, opts NFTablesOptions) (*NFT
 		return nil, err
 	}
 	if eng == nil {
-		return nil, errors.New("nat: NewNFTables needs an nftables engine")
+		return nil, fmt.Errorf("nat: NewNFTables needs an nftables engine: %w", lb.ErrInvalid)
 	}
 	if t := eng.Table(); t.Family != nftables.FamilyINet {
 		return nil, fmt.Errorf("nat: the nftables table %s must be in the inet family, to hold IPv4 and IPv6: %w", t, lb.ErrInvalid)
@@ -241,9 +334,50 @@ func NewNFTables(cfg Config, eng nftables.Interface, opts NFTablesOptions) (*NFT
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.ct = opts.Conntrack
+	if s.ct == nil {
+		s.ct = defaultConntrack(eng)
+	}
 	s.globalChains, s.globalSets = s.b.globals()
 	s.reset()
 	return s, nil
+}
+
+// NetNSer is implemented by engines that know the network namespace they
+// program (*nftables.Engine: the descriptor given to nftables.WithNetNS).
+// NewNFTables uses it to delete conntrack entries in that namespace.
+type NetNSer interface {
+	NetNS() (fd int, ok bool)
+}
+
+// defaultConntrack is the Conntrack of NFTablesOptions.Conntrack nil: in the
+// engine's namespace when it tells, else in the calling thread's.
+func defaultConntrack(eng nftables.Interface) Conntrack {
+	if n, ok := eng.(NetNSer); ok {
+		if fd, ok := n.NetNS(); ok {
+			return nsConntrack{fd: fd}
+		}
+	}
+	return NetlinkConntrack{}
+}
+
+// nsConntrack is NetlinkConntrack in the namespace fd refers to, with a
+// netlink handle opened there for each call (and closed after), so that
+// the syncer holds no socket between syncs.
+type nsConntrack struct{ fd int }
+
+func (c nsConntrack) Delete(ctx context.Context, family lb.IPFamily, filters []FlowFilter) (int, error) {
+	if len(filters) == 0 {
+		return 0, nil
+	}
+	// Only the netfilter family: a request of another family would go to
+	// a socket of the calling thread's namespace.
+	h, err := netlink.NewHandleAt(netns.NsHandle(c.fd), unix.NETLINK_NETFILTER)
+	if err != nil {
+		return 0, fmt.Errorf("nat: conntrack in the engine's namespace: %w", err)
+	}
+	defer h.Close()
+	return NetlinkConntrack{Handle: h}.Delete(ctx, family, filters)
 }
 
 func (o *NFTablesOptions) validate() error {
@@ -291,8 +425,16 @@ func (s *NFTables) now() time.Time {
 // that sends only the changes of the service ports that changed since the
 // last sync, or a full sync when the full-sync interval has passed, the
 // previous sync failed, or this is the first sync. Invalid input applies
-// nothing. A batch the kernel refuses (an *nftables.KernelError) leaves the
-// table as it was and makes the next sync full.
+// nothing; so does a service port the layout cannot hold (too many
+// endpoints, or too many balancing chains for EndpointMaps): a
+// *lb.ValidationError naming the port. A batch the kernel refuses (an
+// *nftables.KernelError) leaves the table as it was and makes the next sync
+// full.
+//
+// The conntrack cleanup runs after the batch is committed. When only it
+// fails, Sync returns its error with the new rules already in force and
+// the returned stats valid (FlowsDeleted counts what was deleted); the
+// flows it could not delete are not retried by later syncs.
 func (s *NFTables) Sync(ctx context.Context, services []ServiceEndpoints) (NFTablesStats, error) {
 	return s.sync(ctx, services, false)
 }
@@ -429,10 +571,7 @@ func (s *NFTables) deleteStaleFlows(ctx context.Context, changes []nftChange) (i
 	for k, o := range olds {
 		stale[k.fam] = append(stale[k.fam], staleFlows(o.flows, nil)...)
 	}
-	ct := s.opts.Conntrack
-	if ct == nil {
-		ct = NetlinkConntrack{}
-	}
+	ct := s.ct
 	total := 0
 	var errs []error
 	for _, fam := range []lb.IPFamily{lb.IPv4, lb.IPv6} {
@@ -458,15 +597,20 @@ func (s *NFTables) build(ports []Port, ids *idAlloc, c *compilation) (map[lb.Ser
 	var changes []nftChange
 	var old *nftFragment
 	b := s.b
-	b.slotID = func(chain string) uint32 {
+	limit := uint64(s.b.opts.shards) * nftSlotsPerChain
+	b.slotID = func(chain string) (uint32, error) {
 		if old != nil {
 			for _, sl := range old.slots {
 				if sl.chain == chain {
-					return sl.id
+					return sl.id, nil
 				}
 			}
 		}
-		return ids.alloc()
+		id, ok := ids.alloc(limit)
+		if !ok {
+			return 0, fmt.Errorf("all %d balancing chains the %d endpoint maps hold are in use (raise NFTablesOptions.EndpointMaps)", limit, s.b.opts.shards)
+		}
+		return id, nil
 	}
 	kept := map[uint32]bool{}
 	for i := range ports {
@@ -756,18 +900,25 @@ type idAlloc struct {
 	hint  int // no free id below word hint
 }
 
-func (a *idAlloc) alloc() uint32 {
-	for i := a.hint; ; i++ {
+// alloc returns the smallest free id below limit, or false when there is
+// none.
+func (a *idAlloc) alloc(limit uint64) (uint32, bool) {
+	for i := a.hint; uint64(i)*64 < limit; i++ {
 		if i == len(a.words) {
 			a.words = append(a.words, 0)
 		}
 		if w := a.words[i]; w != ^uint64(0) {
 			b := bits.TrailingZeros64(^w)
+			id := uint64(i*64 + b)
+			if id >= limit {
+				return 0, false
+			}
 			a.words[i] |= 1 << b
 			a.hint = i
-			return uint32(i*64 + b)
+			return uint32(id), true
 		}
 	}
+	return 0, false
 }
 
 func (a *idAlloc) free(id uint32) {

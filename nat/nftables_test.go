@@ -399,7 +399,8 @@ func TestNFTablesDeletesStaleUDPFlows(t *testing.T) {
 	tcp.Endpoints = tcp.Endpoints[:1]
 	dns.Endpoints = dns.Endpoints[:1]
 	st := mustSyncNFT(t, s, []ServiceEndpoints{tcp, dns})
-	want := []FlowFilter{{Protocol: lb.UDP, ReplySrc: netip.MustParseAddrPort("192.0.2.21:8080")}}
+	frontend := netip.MustParseAddrPort("198.51.100.53:53")
+	want := []FlowFilter{{Protocol: lb.UDP, OrigDst: frontend, ReplySrc: netip.MustParseAddrPort("192.0.2.21:8080")}}
 	if got := ct.deleted[lb.IPv4]; !slices.Equal(got, want) || st.FlowsDeleted != 1 {
 		t.Fatalf("after removing an endpoint of each: deleted %v (stats %d), want %v", got, st.FlowsDeleted, want)
 	}
@@ -408,13 +409,13 @@ func TestNFTablesDeletesStaleUDPFlows(t *testing.T) {
 	ct.deleted = nil
 	dns.Endpoints = []lb.Endpoint{{Addr: ip("192.0.2.22"), Ready: true}}
 	mustSyncNFT(t, s, []ServiceEndpoints{tcp, dns})
-	want = []FlowFilter{{Protocol: lb.UDP, OrigDst: netip.MustParseAddrPort("198.51.100.53:53")}}
+	want = []FlowFilter{{Protocol: lb.UDP, OrigDst: frontend, Untranslated: true}}
 	if got := ct.deleted[lb.IPv4]; !slices.Equal(got, want) {
 		t.Fatalf("after the UDP service regained an endpoint: deleted %v, want %v", got, want)
 	}
 	ct.deleted = nil
 	mustSyncNFT(t, s, []ServiceEndpoints{tcp})
-	want = []FlowFilter{{Protocol: lb.UDP, ReplySrc: netip.MustParseAddrPort("192.0.2.22:8080")}}
+	want = []FlowFilter{{Protocol: lb.UDP, OrigDst: frontend, ReplySrc: netip.MustParseAddrPort("192.0.2.22:8080")}}
 	if got := ct.deleted[lb.IPv4]; !slices.Equal(got, want) {
 		t.Fatalf("after the UDP service went away: deleted %v, want %v", got, want)
 	}
@@ -517,6 +518,7 @@ func TestNFTablesOptionsAndTableChecked(t *testing.T) {
 		{"endpoint maps", Config{}, NFTablesOptions{EndpointMaps: 5000}, fake, "endpointMaps"},
 		{"config", Config{MasqueradeMark: 3}, NFTablesOptions{}, fake, "config.masqueradeMark"},
 		{"ip table", Config{}, NFTablesOptions{}, nftables.NewFake(nftables.Table{Family: nftables.FamilyIPv4, Name: "lbkit"}), ""},
+		{"no engine", Config{}, NFTablesOptions{}, nil, ""},
 	} {
 		_, err := NewNFTables(tc.cfg, tc.eng, tc.opts)
 		if !errors.Is(err, lb.ErrInvalid) {
@@ -655,9 +657,8 @@ func TestFingerprintCoversEveryField(t *testing.T) {
 	t.Logf("%d leaf fields checked", checked)
 }
 
-// slotTable returns, for a service chain programmed in the Fake, which
-// endpoint each slot of its map holds, in slot order.
-func slotTable(t *testing.T, rs *nftables.Ruleset, chain string) (nftables.Key, []string) {
+// firstStmt returns the first statement of type T in chain.
+func firstStmt[T nftables.Stmt](t *testing.T, rs *nftables.Ruleset, chain string) T {
 	t.Helper()
 	c := rs.Chain(chain)
 	if c == nil {
@@ -665,32 +666,39 @@ func slotTable(t *testing.T, rs *nftables.Ruleset, chain string) (nftables.Key, 
 	}
 	for _, r := range c.Rules {
 		for _, st := range r.Stmts {
-			dm, ok := st.(nftables.DNATMap)
-			if !ok {
-				continue
+			if s, ok := st.(T); ok {
+				return s
 			}
-			var lo, n uint32
-			switch k := dm.Key.(type) {
-			case nftables.JHash:
-				lo, n = k.Offset, k.Mod
-				k.Offset = 0
-				dm.Key = k
-			case nftables.Numgen:
-				lo, n = k.Offset, k.Mod
-				k.Offset = 0
-				dm.Key = k
-			}
-			out := make([]string, n)
-			for _, e := range rs.Set(dm.Map).Elements {
-				if k := e.Key[0].AsUint(); k >= lo && k < lo+n {
-					out[k-lo] = e.Data[0].String() + ":" + e.Data[1].String()
-				}
-			}
-			return dm.Key, out
 		}
 	}
-	t.Fatalf("chain %s has no DNAT map", chain)
-	return nil, nil
+	var zero T
+	t.Fatalf("chain %s has no %T", chain, zero)
+	return zero
+}
+
+// slotTable returns, for a service chain programmed in the Fake, which
+// endpoint each slot of its map holds, in slot order.
+func slotTable(t *testing.T, rs *nftables.Ruleset, chain string) (nftables.Key, []string) {
+	t.Helper()
+	dm := firstStmt[nftables.DNATMap](t, rs, chain)
+	var lo, n uint32
+	switch k := dm.Key.(type) {
+	case nftables.JHash:
+		lo, n = k.Offset, k.Mod
+		k.Offset = 0
+		dm.Key = k
+	case nftables.Numgen:
+		lo, n = k.Offset, k.Mod
+		k.Offset = 0
+		dm.Key = k
+	}
+	out := make([]string, n)
+	for _, e := range rs.Set(dm.Map).Elements {
+		if k := e.Key[0].AsUint(); k >= lo && k < lo+n {
+			out[k-lo] = e.Data[0].String() + ":" + e.Data[1].String()
+		}
+	}
+	return dm.Key, out
 }
 
 // TestNFTablesConsistentTablesAgree: in consistent mode a service's table
@@ -722,14 +730,14 @@ func TestNFTablesConsistentTablesAgree(t *testing.T) {
 	if ka.String() != kb.String() || !slices.Equal(ta, tb) {
 		t.Fatalf("two syncers disagree:\n%s %v\n%s %v", ka, ta, kb, tb)
 	}
-	if want := "jhash ip saddr . tcp sport mod 251 seed 0x2a"; ka.String() != want {
+	if want := fmt.Sprintf("jhash ip saddr . tcp sport mod %d seed 0x2a", DefaultConsistentTableSize); ka.String() != want {
 		t.Errorf("key %s, want %s", ka, want)
 	}
 	backends := make([]lb.MaglevBackend, 10)
 	for i := range backends {
 		backends[i] = lb.MaglevBackend{Key: fmt.Sprintf("192.0.2.%d:8080", 10+i), Weight: 1}
 	}
-	m, err := lb.NewMaglev(backends, 251)
+	m, err := lb.NewMaglev(backends, DefaultConsistentTableSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -746,7 +754,7 @@ func TestNFTablesConsistentTablesAgree(t *testing.T) {
 		t.Errorf("removing an endpoint in consistent mode touched rules:\n%s", fa.last)
 	}
 	_, after := read(fa)
-	m9, _ := lb.NewMaglev(backends[:9], 251)
+	m9, _ := lb.NewMaglev(backends[:9], DefaultConsistentTableSize)
 	moved, own := 0, 0
 	for s := range ta {
 		if ta[s] != after[s] {
@@ -757,7 +765,234 @@ func TestNFTablesConsistentTablesAgree(t *testing.T) {
 		}
 	}
 	if moved != m.Changed(m9) || moved < own || moved > own+own/2 {
-		t.Errorf("%d of 251 slots moved (the removed endpoint had %d; Maglev moves %d)", moved, own, m.Changed(m9))
+		t.Errorf("%d of %d slots moved (the removed endpoint had %d; Maglev moves %d)", moved, len(ta), own, m.Changed(m9))
 	}
-	t.Logf("removing 1 of 10 endpoints moved %d of 251 slots (%.1f%%); it owned %d", moved, 100*float64(moved)/251, own)
+	t.Logf("removing 1 of 10 endpoints moved %d of %d slots (%.1f%%); it owned %d", moved, len(ta), 100*float64(moved)/float64(len(ta)), own)
+}
+
+// manyEndpoints returns an IPv6 ClusterIP service "default/<name>" with n
+// ready endpoints, 2001:db8:e<k>::<i>.
+func manyEndpoints(name, cip string, k, n int) ServiceEndpoints {
+	svc := clusterIPService("default", name, cip, 80)
+	base := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xe0, byte(k)})
+	for i := range n {
+		a := base.As16()
+		a[13], a[14], a[15] = byte(i>>16), byte(i>>8), byte(i)
+		svc.Endpoints = append(svc.Endpoints, lb.Endpoint{Addr: netip.AddrFrom16(a), Ready: true})
+	}
+	return svc
+}
+
+// slotMapCounts returns, for the affinity slot map of a service chain,
+// how many slots each endpoint chain owns, and the rule's key.
+func slotMapCounts(t *testing.T, rs *nftables.Ruleset, chain string) (nftables.Key, map[string]int) {
+	t.Helper()
+	vm := firstStmt[nftables.VMap](t, rs, chain)
+	if vm.Map == "" {
+		t.Fatalf("chain %s chooses its endpoint with an anonymous map: %s", chain, vm)
+	}
+	set := rs.Set(vm.Map)
+	if set == nil {
+		t.Fatalf("chain %s uses the map %s, which is not in the table", chain, vm.Map)
+	}
+	counts := map[string]int{}
+	seen := map[uint32]bool{}
+	for _, e := range set.Elements {
+		k := e.Key[0].AsUint()
+		if seen[k] {
+			t.Fatalf("slot %d twice in %s", k, vm.Map)
+		}
+		seen[k] = true
+		counts[e.Verdict.Chain]++
+	}
+	for k := range uint32(len(seen)) {
+		if !seen[k] {
+			t.Fatalf("%s has %d slots but not slot %d", vm.Map, len(seen), k)
+		}
+	}
+	return vm.Key, counts
+}
+
+// TestNFTablesAffinityManyEndpoints: a ClientIP-affinity service with more
+// endpoints than one netlink message holds in an anonymous map (2000 in
+// random mode), or than the old 251-slot affinity table (300 in
+// consistent mode), syncs; its slots sit in a named map with one slot per
+// endpoint (random) or the Maglev table (consistent), and a sync that
+// changes another service afterwards works and touches nothing of it.
+func TestNFTablesAffinityManyEndpoints(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		opts  NFTablesOptions
+		n     int
+		slots int
+	}{
+		{NFTablesOptions{}, 2000, 2000},
+		{NFTablesOptions{Consistent: &ConsistentHashing{}}, 300, DefaultConsistentTableSize},
+		{NFTablesOptions{Consistent: &ConsistentHashing{TableSize: 251}}, 300, 1201}, // the smallest prime >= 4*300
+	} {
+		t.Run(fmt.Sprintf("consistent=%v/n=%d", tc.opts.Consistent != nil, tc.n), func(t *testing.T) {
+			s, fake := newFakeNFT(t, goldenConfig(), tc.opts)
+			sticky := manyEndpoints("sticky", "2001:db8:100::50", 1, tc.n)
+			sticky.Service.SessionAffinity = lb.SessionAffinity{Type: lb.AffinityClientIP, TimeoutSeconds: 600}
+			other := clusterIPService("default", "other", "198.51.100.60", 80, "192.0.2.60")
+			mustSyncNFT(t, s, []ServiceEndpoints{sticky, other})
+			rs, err := fake.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chain := nftName(nftKindService, nftFam6, "default/sticky/tcp/http")
+			_, counts := slotMapCounts(t, rs, chain)
+			total := 0
+			for _, n := range counts {
+				total += n
+			}
+			if len(counts) != tc.n || total != tc.slots {
+				t.Errorf("%d slots over %d endpoint chains, want %d over %d", total, len(counts), tc.slots, tc.n)
+			}
+			other.Endpoints = append(other.Endpoints, lb.Endpoint{Addr: ip("192.0.2.61"), Ready: true})
+			st := mustSyncNFT(t, s, []ServiceEndpoints{sticky, other})
+			if st.Changed != 1 || strings.Contains(fake.last, "sticky") {
+				t.Errorf("changing another service: %+v, batch:\n%s", st, fake.last)
+			}
+		})
+	}
+}
+
+// TestNFTablesAffinityWeightsExact: the weights of an affinity port are
+// exact, as those of other ports, also when their reduced sum exceeds the
+// 256 slots the anonymous map used to have (100:157), and an endpoint
+// change of an affinity port touches only its elements and chains.
+func TestNFTablesAffinityWeightsExact(t *testing.T) {
+	ctx := context.Background()
+	s, fake := newFakeNFT(t, goldenConfig(), NFTablesOptions{})
+	svc := clusterIPService("default", "sticky", "198.51.100.50", 80, "192.0.2.50", "192.0.2.51")
+	svc.Service.SessionAffinity = lb.SessionAffinity{Type: lb.AffinityClientIP, TimeoutSeconds: 600}
+	svc.Endpoints[0].Weight, svc.Endpoints[1].Weight = 100, 157
+	mustSyncNFT(t, s, []ServiceEndpoints{svc, clusterIPService("default", "web", "198.51.100.10", 80, "192.0.2.10")})
+	rs, err := fake.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := nftName(nftKindService, nftFam4, "default/sticky/tcp/http")
+	ep := func(a string) string {
+		return nftName(nftKindEndpoint, nftFam4, "default/sticky/tcp/http__"+a+"/8080")
+	}
+	key, counts := slotMapCounts(t, rs, chain)
+	if want := map[string]int{ep("192.0.2.50"): 100, ep("192.0.2.51"): 157}; !reflect.DeepEqual(counts, want) {
+		t.Errorf("slots %v, want %v", counts, want)
+	}
+	if key.String() != "numgen random mod 257" {
+		t.Errorf("key %s, want numgen random mod 257", key)
+	}
+	// The second endpoint moves: its chain and set go, the new ones come,
+	// the service chain's affinity checks are rewritten, and its 157 slots
+	// are updated; nothing of the first endpoint's slots, nothing else.
+	svc.Endpoints[1].Addr = ip("192.0.2.52")
+	mustSyncNFT(t, s, []ServiceEndpoints{svc, clusterIPService("default", "web", "198.51.100.10", 80, "192.0.2.10")})
+	slotOps := 0
+	for _, line := range strings.Split(strings.TrimSpace(fake.last), "\n") {
+		switch {
+		case line == "add table inet lbkit" || strings.Contains(line, "hairpin4"):
+		case !strings.Contains(line, "default/sticky/tcp/http"):
+			t.Errorf("moving one endpoint of an affinity port touched something else: %q", line)
+		case strings.Contains(line, "element inet lbkit service-slots4-"):
+			slotOps++
+			if strings.Contains(line, "192.0.2.50") {
+				t.Errorf("moving one endpoint of an affinity port touched the other's slots: %q", line)
+			}
+		}
+	}
+	if slotOps != 2 { // one delete and one add statement, of 157 elements each
+		t.Errorf("%d element statements on the slot map, want 2:\n%s", slotOps, fake.last)
+	}
+	rs, err = fake.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, counts = slotMapCounts(t, rs, chain); counts[ep("192.0.2.52")] != 157 || counts[ep("192.0.2.50")] != 100 {
+		t.Errorf("after the move: slots %v", counts)
+	}
+}
+
+// TestNFTablesRefusesPortsThatDoNotFit: a port with more endpoints than
+// its slots, in either mode, is refused with an error matching
+// lb.ErrInvalid that names it, and nothing is applied; a consistent port
+// with more than 16384 endpoints gets the largest table (65521 slots), not
+// one that runs into the next chain's slots.
+func TestNFTablesRefusesPortsThatDoNotFit(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		opts NFTablesOptions
+		n    int
+	}{
+		{NFTablesOptions{}, nftSlotsPerChain + 1},
+		{NFTablesOptions{Consistent: &ConsistentHashing{}}, nftMaxTableSize + 1},
+	} {
+		s, fake := newFakeNFT(t, goldenConfig(), tc.opts)
+		web := clusterIPService("default", "web", "198.51.100.10", 80, "192.0.2.10")
+		mustSyncNFT(t, s, []ServiceEndpoints{web})
+		table, applies := fake.Dump(), fake.applies
+		_, err := s.Sync(ctx, []ServiceEndpoints{web, manyEndpoints("huge", "2001:db8:100::70", 2, tc.n)})
+		var ve *lb.ValidationError
+		if !errors.Is(err, lb.ErrInvalid) || !errors.As(err, &ve) || !strings.Contains(err.Error(), "default/huge") {
+			t.Errorf("consistent=%v, %d endpoints: %v, want a *lb.ValidationError naming default/huge", tc.opts.Consistent != nil, tc.n, err)
+		}
+		if fake.applies != applies || fake.Dump() != table {
+			t.Errorf("consistent=%v: the refused sync changed the table", tc.opts.Consistent != nil)
+		}
+		// The syncer goes on with the rest.
+		web.Endpoints = append(web.Endpoints, lb.Endpoint{Addr: ip("192.0.2.11"), Ready: true})
+		mustSyncNFT(t, s, []ServiceEndpoints{web})
+	}
+
+	// 17 000 endpoints and a second service in one endpoint map: the
+	// first one's table is the largest prime that fits its 65536 slots.
+	s, fake := newFakeNFT(t, goldenConfig(), NFTablesOptions{EndpointMaps: 1, Consistent: &ConsistentHashing{}})
+	big := manyEndpoints("big", "2001:db8:100::71", 3, 17000)
+	next := clusterIPService("default", "next", "2001:db8:100::72", 80, "2001:db8::72")
+	mustSyncNFT(t, s, []ServiceEndpoints{big, next})
+	rs, err := fake.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, slots := slotTable(t, rs, nftName(nftKindService, nftFam6, "default/big/tcp/http"))
+	if k := key.(nftables.JHash); k.Mod != nftMaxTableSize || len(slots) != nftMaxTableSize || slices.Contains(slots, "") {
+		t.Errorf("17000 endpoints: key %s, %d slots filled", key, len(slots)-strings.Count(strings.Join(slots, ","), ",,"))
+	}
+}
+
+// TestNFTablesRefusesTooManyBalancingChains: the slot ids are bounded by
+// what the endpoint maps hold (65536 chains per map), with a typed error
+// instead of offsets that wrap.
+func TestNFTablesRefusesTooManyBalancingChains(t *testing.T) {
+	var a idAlloc
+	for i := range 130 {
+		if id, ok := a.alloc(130); !ok || id != uint32(i) {
+			t.Fatalf("alloc %d: %d, %v", i, id, ok)
+		}
+	}
+	if id, ok := a.alloc(130); ok {
+		t.Fatalf("alloc beyond the limit gave %d", id)
+	}
+	a.free(7)
+	if id, ok := a.alloc(130); !ok || id != 7 {
+		t.Fatalf("alloc after a free: %d, %v", id, ok)
+	}
+
+	// A syncer with one endpoint map whose 65536 chains are all in use
+	// (as after 65536 ports) refuses one more, naming it.
+	s, fake := newFakeNFT(t, goldenConfig(), NFTablesOptions{EndpointMaps: 1})
+	mustSyncNFT(t, s, nil)
+	for range nftSlotsPerChain {
+		s.ids.alloc(nftSlotsPerChain)
+	}
+	applies := fake.applies
+	_, err := s.Sync(context.Background(), []ServiceEndpoints{clusterIPService("default", "web", "198.51.100.10", 80, "192.0.2.10")})
+	var ve *lb.ValidationError
+	if !errors.Is(err, lb.ErrInvalid) || !errors.As(err, &ve) || !strings.Contains(err.Error(), "default/web") || !strings.Contains(err.Error(), "EndpointMaps") {
+		t.Errorf("one chain too many: %v, want a *lb.ValidationError naming default/web and EndpointMaps", err)
+	}
+	if fake.applies != applies {
+		t.Error("the refused sync sent a batch")
+	}
 }

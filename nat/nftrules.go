@@ -73,17 +73,23 @@ const (
 	nftKindFirewall = "firewall" // load-balancer source ranges
 	nftKindEndpoint = "endpoint" // one endpoint (ClientIP affinity only)
 	nftKindAffinity = "affinity" // the clients of one endpoint (ClientIP affinity only)
+	// The slot maps of ClientIP affinity: slot : goto endpoint chain, one
+	// per service or local chain.
+	nftKindServiceSlots = "service-slots"
+	nftKindLocalSlots   = "local-slots"
 )
 
 // nftSlotsPerChain is the key space one balancing chain owns in its
 // endpoint map: chain id i of shard s owns slots [(i/S)<<16, +65536). It
 // bounds the slots a chain can use: weights whose sum (divided by their
-// greatest common divisor) exceeds it are apportioned (see nftSlots).
+// greatest common divisor) exceeds it are apportioned (see nftSlots), and a
+// chain with more endpoints than that is refused. The slot maps of ClientIP
+// affinity have the same bound.
 const nftSlotsPerChain = 1 << 16
 
-// nftAffinitySlots bounds the anonymous verdict map of an affinity service
-// (it must fit one netlink message).
-const nftAffinitySlots = 256
+// nftMaxTableSize is the largest consistent-hashing table: the largest
+// prime that fits the slots of one chain.
+const nftMaxTableSize = 65521
 
 // nftFam is what the layout needs to know of one IP family.
 type nftFam struct {
@@ -176,8 +182,8 @@ type nftBuilder struct {
 	cfg  Config
 	opts nftOptions
 	// slotID returns the id of a balancing chain's slots: the one it had,
-	// or a new one.
-	slotID func(chain string) uint32
+	// or a new one (an error when none is left).
+	slotID func(chain string) (uint32, error)
 }
 
 func (b *nftBuilder) clusterCIDR(f *nftFam) (netip.Prefix, bool) {
@@ -314,9 +320,13 @@ func (b *nftBuilder) port(p *Port) (*nftFragment, error) {
 	for _, c := range []struct {
 		uses    bool
 		name    string
+		slots   string // the slot map, with affinity
 		targets []lb.Target
 		policy  lb.TrafficPolicy
-	}{{usesSVC, svcChain, sel.Cluster, lb.TrafficPolicyCluster}, {usesSVL, svlChain, sel.Local, lb.TrafficPolicyLocal}} {
+	}{
+		{usesSVC, svcChain, nftName(nftKindServiceSlots, f, readable), sel.Cluster, lb.TrafficPolicyCluster},
+		{usesSVL, svlChain, nftName(nftKindLocalSlots, f, readable), sel.Local, lb.TrafficPolicyLocal},
+	} {
 		if !c.uses {
 			continue
 		}
@@ -324,7 +334,7 @@ func (b *nftBuilder) port(p *Port) (*nftFragment, error) {
 		if p.InternalPolicy == c.policy {
 			first = masq
 		}
-		rules, err := b.balance(fr, p, c.name, c.targets, epChains, affSets)
+		rules, err := b.balance(fr, p, c.name, c.slots, c.targets, epChains, affSets)
 		if err != nil {
 			return nil, err
 		}
@@ -393,9 +403,11 @@ func nftElem(v nftables.Verdict, comment string, key []nftables.Value) nftables.
 // balance writes the rules of a service or local chain: ClientIP affinity
 // checks, then the choice of an endpoint among targets. Without affinity
 // the choice is one DNAT through the port's slots in an endpoint map, so an
-// endpoint change is an element change; with it, a verdict map to the
-// endpoint chains (which remember the client).
-func (b *nftBuilder) balance(fr *nftFragment, p *Port, chain string, targets []lb.Target, epChains, affSets map[netip.AddrPort]string) ([]nftables.Rule, error) {
+// endpoint change is an element change; with it, a lookup in the chain's
+// own verdict map slotMap (slot : goto endpoint chain, the endpoint chains
+// remembering the client), sized as the endpoint slots are, so that an
+// endpoint change is an element change there too.
+func (b *nftBuilder) balance(fr *nftFragment, p *Port, chain, slotMap string, targets []lb.Target, epChains, affSets map[netip.AddrPort]string) ([]nftables.Rule, error) {
 	if len(targets) == 0 {
 		return nil, nil
 	}
@@ -408,21 +420,26 @@ func (b *nftBuilder) balance(fr *nftFragment, p *Port, chain string, targets []l
 				nftables.Lookup{Fields: []nftables.Field{f.saddr}, Set: affSets[t.AddrPort]}, nftables.Goto(epChains[t.AddrPort])},
 				Comment: comment + " -> " + t.String() + " affinity"})
 		}
-		key, slots, err := b.pick(f, p.Name.Protocol, targets, nftAffinitySlots, true)
+		key, slots, err := b.pick(p, f, targets, true)
 		if err != nil {
-			return nil, fmt.Errorf("nat: %s: %w", p.Key, err)
+			return nil, err
 		}
-		entries := make([]nftables.Element, len(slots))
+		m := nftables.Set{Name: slotMap, Key: []nftables.Type{nftables.TypeInteger}, Data: []nftables.Type{nftables.TypeVerdict},
+			Elements: make([]nftables.Element, len(slots))}
 		for i, ti := range slots {
-			entries[i] = nftables.VMapElem(nftables.Goto(epChains[targets[ti].AddrPort]), nftables.Int(uint32(i)))
+			m.Elements[i] = nftables.VMapElem(nftables.Goto(epChains[targets[ti].AddrPort]), nftables.Int(uint32(i)))
 		}
-		return append(rules, nftables.R(nftables.VMap{Key: key, Entries: entries})), nil
+		fr.sets = append(fr.sets, m)
+		return append(rules, nftables.R(nftables.VMap{Key: key, Map: slotMap})), nil
 	}
-	key, slots, err := b.pick(f, p.Name.Protocol, targets, nftSlotsPerChain, false)
+	key, slots, err := b.pick(p, f, targets, false)
 	if err != nil {
-		return nil, fmt.Errorf("nat: %s: %w", p.Key, err)
+		return nil, err
 	}
-	id := b.slotID(chain)
+	id, err := b.slotID(chain)
+	if err != nil {
+		return nil, portCapacityError(p, "endpointMaps", err.Error())
+	}
 	shard, base := id%b.opts.shards, (id/b.opts.shards)*nftSlotsPerChain
 	slot := nftSlot{chain: chain, id: id, elems: make([]nftables.Element, len(slots))}
 	for i, ti := range slots {
@@ -450,17 +467,22 @@ func (b *nftBuilder) balance(fr *nftFragment, p *Port, chain string, targets []l
 
 // pick returns the key that chooses a slot and, for each slot, the index
 // of its target. In random mode (numgen) the slots honour the weights
-// exactly (each target owns weight/gcd slots) up to max slots; in
-// consistent mode (jhash of the flow) they are a Maglev table, the same on
-// every node given the same targets.
-func (b *nftBuilder) pick(f *nftFam, proto lb.Protocol, targets []lb.Target, max int, affinity bool) (nftables.Key, []int, error) {
+// exactly (each target owns weight/gcd slots) up to nftSlotsPerChain
+// slots; in consistent mode (jhash of the flow) they are a Maglev table,
+// the same on every node given the same targets. A port whose endpoints do
+// not fit is refused with a *lb.ValidationError naming it.
+func (b *nftBuilder) pick(p *Port, f *nftFam, targets []lb.Target, affinity bool) (nftables.Key, []int, error) {
+	proto := p.Name.Protocol
 	c := b.opts.consistent
 	if c == nil {
+		if len(targets) > nftSlotsPerChain {
+			return nil, nil, portCapacityError(p, "endpoints", fmt.Sprintf("%d endpoints do not fit the %d slots of one port", len(targets), nftSlotsPerChain))
+		}
 		weights := make([]uint32, len(targets))
 		for i, t := range targets {
 			weights[i] = t.Weight
 		}
-		counts := nftSlots(weights, max)
+		counts := nftSlots(weights, nftSlotsPerChain)
 		var slots []int
 		for i, n := range counts {
 			for range n {
@@ -470,8 +492,8 @@ func (b *nftBuilder) pick(f *nftFam, proto lb.Protocol, targets []lb.Target, max
 		return nftables.Numgen{Mod: uint32(len(slots))}, slots, nil
 	}
 	size := c.tableSize(len(targets))
-	if affinity && size > max {
-		size = largestPrimeAtMost(max)
+	if len(targets) > size {
+		return nil, nil, portCapacityError(p, "endpoints", fmt.Sprintf("%d endpoints do not fit the largest consistent-hashing table (%d slots)", len(targets), size))
 	}
 	backends := make([]lb.MaglevBackend, len(targets))
 	index := make(map[string]int, len(targets))
@@ -481,7 +503,7 @@ func (b *nftBuilder) pick(f *nftFam, proto lb.Protocol, targets []lb.Target, max
 	}
 	m, err := lb.NewMaglev(backends, size)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("nat: %s: %w", p.Key, err)
 	}
 	slots := make([]int, size)
 	for s := range slots {
@@ -546,6 +568,13 @@ func nftSlots(weights []uint32, max int) []uint32 {
 	return out
 }
 
+// portCapacityError is the error of a port the layout cannot hold: a
+// *lb.ValidationError (matching lb.ErrInvalid) that names the port.
+func portCapacityError(p *Port, field, detail string) error {
+	return &lb.ValidationError{Object: fmt.Sprintf("service port %s (%s)", p.Key, p.Family),
+		Errors: []*lb.FieldError{{Field: field, Type: lb.ErrorTypeForbidden, Detail: detail}}}
+}
+
 // sportField is the source port field of a protocol.
 func sportField(p lb.Protocol) nftables.Field {
 	switch p {
@@ -574,13 +603,6 @@ func isPrime(n int) bool {
 		}
 	}
 	return true
-}
-
-func largestPrimeAtMost(n int) int {
-	for !isPrime(n) {
-		n--
-	}
-	return n
 }
 
 func smallestPrimeAtLeast(n int) int {
