@@ -292,13 +292,13 @@ func unswapAnonymousKeys(listing string) string {
 	return strings.Join(lines, "\n")
 }
 
-// dropIntegerTypes removes the key declarations of endpoint maps (see
-// above).
+// dropIntegerTypes removes the key declarations of endpoint maps and of
+// affinity ports' slot maps (integer keys: see above).
 func dropIntegerTypes(listing string) string {
 	var out []string
 	for _, l := range strings.Split(listing, "\n") {
 		f := strings.Fields(l)
-		if len(f) > 0 && (f[0] == "typeof" || f[0] == "type") && strings.Contains(l, "th dport") || strings.Contains(l, "type 0 :") {
+		if len(f) > 0 && (f[0] == "typeof" || f[0] == "type") && (strings.Contains(l, "th dport") || strings.HasSuffix(l, ": verdict") && (f[1] == "numgen" || f[1] == "jhash")) || strings.Contains(l, "type 0 :") {
 			continue
 		}
 		out = append(out, l)
@@ -457,7 +457,7 @@ func (l *consistentLab) flows(t *testing.T, n int) []string {
 // and when one backend of ten goes, only its flows and the few others
 // Maglev reassigns move, on both balancers alike.
 func TestNFTablesConsistentAcrossBalancers(t *testing.T) {
-	for _, size := range []int{0, 1021} {
+	for _, size := range []int{0, 4093} {
 		t.Run(fmt.Sprintf("tableSize=%d", size), func(t *testing.T) {
 			l := newConsistentLab(t)
 			ctx := context.Background()
@@ -541,8 +541,8 @@ func TestNFTablesConsistentAcrossBalancers(t *testing.T) {
 			share := float64(moved) / n
 			t.Logf("M = %d: removing 1 of 10 backends moved %d of %d flows (%.1f%%; %d of them had been on %s; Maglev predicts %.1f%%)",
 				m.Size(), moved, n, 100*share, own, gone, 100*predicted)
-			if share > 0.20 || share < float64(own)/n || share-predicted > 0.04 || predicted-share > 0.04 {
-				t.Errorf("%.1f%% of the flows moved; want about %.1f%% (Maglev's reassignment) and at most 20%%", 100*share, 100*predicted)
+			if share > 0.13 || share < float64(own)/n || share-predicted > 0.04 || predicted-share > 0.04 {
+				t.Errorf("%.1f%% of the flows moved; want about %.1f%% (Maglev's reassignment) and at most 13%%", 100*share, 100*predicted)
 			}
 		})
 	}
