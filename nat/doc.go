@@ -67,9 +67,19 @@
 // translated to an endpoint the port no longer has, and untranslated flows
 // (that met the REJECT) to the frontends of a port that gained endpoints.
 // Datagram flows have no end, so a client that keeps its socket would stay
-// on its old translation for as long as it keeps sending. Translated flows
-// to endpoints still in use are left alone, also by a new syncer that takes
-// over rules already in place (a restarted proxy).
+// on its old translation for as long as it keeps sending. A full sync (the
+// first of a new syncer, the first after a Cleanup or a failed sync, the
+// periodic one) also deletes, whatever the syncer remembers, the flows to
+// each frontend of every UDP and SCTP port translated to anything but one
+// of the port's current endpoints (through any of its frontends): those
+// left by endpoints removed while the proxy was down. For a port without
+// endpoints that is every translated flow to its frontends. A node port's
+// flows are those to any address on its port number but the cluster,
+// external and load-balancer IPs of other ports on that number. Translated
+// flows to endpoints still in use are left alone, also by a new syncer that
+// takes over rules already in place (a restarted proxy). The filters are
+// indexed (see NetlinkConntrack), so the table is read once per family and each
+// entry checked only against the filters that can match it.
 //
 // An IPTables sync is one iptables-restore --noflush per family. A sync rewrites
 // only the chains of service ports that changed since the previous sync and

@@ -53,7 +53,8 @@ type IPTablesStats struct {
 	ChainsWritten, ChainsDeleted, Rules, Bytes int
 	// FlowsDeleted counts the conntrack entries removed after the restore
 	// (UDP and SCTP flows to removed endpoints, or to services that
-	// regained endpoints).
+	// regained endpoints; in a full sync, also flows translated to
+	// anything but a port's current endpoints).
 	FlowsDeleted int
 }
 
@@ -454,6 +455,13 @@ func (s *IPTables) syncFamily(ctx context.Context, fam lb.IPFamily, ports []Port
 		if next.ports[key] == nil {
 			stale = append(stale, staleFlows(prev.flows, nil)...)
 		}
+	}
+	if full {
+		all := make([]*portFlows, 0, len(next.ports))
+		for _, pr := range next.ports {
+			all = append(all, pr.flows)
+		}
+		stale = append(stale, reconcileFlows(all)...)
 	}
 	if len(stale) > 0 {
 		ct := s.opts.Conntrack

@@ -146,7 +146,8 @@ type NFTablesOptions struct {
 	Consistent *ConsistentHashing
 	// Conntrack deletes the connection-tracking entries of UDP and SCTP
 	// flows that a sync made stale (flows translated to a removed endpoint,
-	// flows to the frontends of a port that regained endpoints),
+	// flows to the frontends of a port that regained endpoints; in a full
+	// sync, flows translated to anything but a port's current endpoints),
 	// as IPTables does. nil means the kernel's, through netlink, in the
 	// network namespace of the engine when the engine tells it (it
 	// implements NetNSer, as an *nftables.Engine dialled with
@@ -182,7 +183,8 @@ type NFTablesStats struct {
 	Ops int
 	// FlowsDeleted counts the conntrack entries removed after the batch
 	// (UDP and SCTP flows to removed endpoints, or to ports that regained
-	// endpoints).
+	// endpoints; in a full sync, also flows translated to anything but a
+	// port's current endpoints).
 	FlowsDeleted int
 	// Compile is the time the compilation took (Compile of the services
 	// that changed, and the checks against the others), Build the time to
@@ -500,9 +502,11 @@ func (s *NFTables) sync(ctx context.Context, services []ServiceEndpoints, forceF
 	var hairpin map[lb.IPFamily]map[netip.Addr]int
 	var shards map[lb.IPFamily]map[uint32]int
 	var applyStart time.Time
+	var all []*nftFragment // every port's, in a full sync
 	if full {
 		var rs *nftables.Ruleset
-		rs, hairpin, shards = s.assemble(s.allFragments(c, frags))
+		all = s.allFragments(c, frags)
+		rs, hairpin, shards = s.assemble(all)
 		applyStart = time.Now()
 		st.Build = applyStart.Sub(buildStart)
 		tx, err = s.eng.Reconcile(ctx, rs)
@@ -532,7 +536,7 @@ func (s *NFTables) sync(ctx context.Context, services []ServiceEndpoints, forceF
 	}
 	// Only after the new rules are in force: a flow deleted earlier would
 	// be tracked again at once through the old ones.
-	st.FlowsDeleted, err = s.deleteStaleFlows(ctx, changes)
+	st.FlowsDeleted, err = s.deleteStaleFlows(ctx, changes, all)
 	s.log.Debug("nftables sync", "table", s.eng.Table().String(), "full", st.Full, "ports", st.Ports, "changed", st.Changed,
 		"removed", st.Removed, "ops", st.Ops, "flowsDeleted", st.FlowsDeleted, "compile", st.Compile, "build", st.Build, "apply", st.Apply)
 	if err != nil {
@@ -543,8 +547,9 @@ func (s *NFTables) sync(ctx context.Context, services []ServiceEndpoints, forceF
 }
 
 // deleteStaleFlows deletes the conntrack entries the changes made stale,
-// one call per family.
-func (s *NFTables) deleteStaleFlows(ctx context.Context, changes []nftChange) (int, error) {
+// and in a full sync (all holds every port's fragments) those
+// reconcileFlows finds, one call per family.
+func (s *NFTables) deleteStaleFlows(ctx context.Context, changes []nftChange, all []*nftFragment) (int, error) {
 	type famKey struct {
 		fam lb.IPFamily
 		key string
@@ -570,6 +575,15 @@ func (s *NFTables) deleteStaleFlows(ctx context.Context, changes []nftChange) (i
 	}
 	for k, o := range olds {
 		stale[k.fam] = append(stale[k.fam], staleFlows(o.flows, nil)...)
+	}
+	if all != nil {
+		ports := map[lb.IPFamily][]*portFlows{}
+		for _, fr := range all {
+			ports[fr.family.fam] = append(ports[fr.family.fam], fr.flows)
+		}
+		for fam, ps := range ports {
+			stale[fam] = append(stale[fam], reconcileFlows(ps)...)
+		}
 	}
 	ct := s.ct
 	total := 0

@@ -703,6 +703,92 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		}
 	})
 
+	t.Run("UDPEndpointRemovedWhileDown", func(t *testing.T) {
+		// The proxy is down while an endpoint goes away: the syncer that
+		// starts next knows nothing of it, and only its full sync's
+		// reconcile can find the flows still translated there. Flows to
+		// the endpoints that remain, through the cluster IP or the node
+		// port, are left where they are.
+		udp := service("udp-down", 18, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		udp.Service.Type = lb.ServiceTypeNodePort
+		udp.Service.Ports[0].Protocol = lb.UDP
+		udp.Service.Ports[0].NodePort = 30085
+		sync(t, web, udp)
+		type held struct {
+			conn    net.Conn
+			backend string
+		}
+		frontends := []netip.AddrPort{clusterIP(udp), netip.AddrPortFrom(s.nodeIP4, 30085)}
+		var flows []held
+		gone := ""
+		// Per frontend, flows on the endpoint that will go and on others
+		// (each lands on one of three at random: 30 sockets miss one
+		// side with probability below 1e-5).
+		for _, to := range frontends {
+			onGone, onOthers := 0, 0
+			for i := 0; i < 30 && (onGone < 2 || onOthers < 2); i++ {
+				conn, err := s.client1.DialContext(ctx, "udp", to.String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				b := askOn(t, conn)
+				if gone == "" {
+					gone = b
+				}
+				if b == gone {
+					onGone++
+				} else {
+					onOthers++
+				}
+				flows = append(flows, held{conn, b})
+			}
+			if onGone == 0 || onOthers == 0 {
+				t.Fatalf("to %s: %d flows on %s and %d on the others; want both", to, onGone, gone, onOthers)
+			}
+		}
+		var left []int
+		for i, name := range s.beNames {
+			if name != gone {
+				left = append(left, i)
+			}
+		}
+		udp.Endpoints = s.endpoints(lb.IPv4, left...)
+		svcs := []nat.ServiceEndpoints{web, udp}
+		restarted := eut.start(t, s.lb, s.cfg)
+		n, err := restarted.SyncFlows(ctx, svcs)
+		if err != nil {
+			t.Fatalf("the restarted syncer's first sync: %v", err)
+		}
+		// Before another datagram re-creates an entry.
+		want := 0
+		for i, f := range flows {
+			if tracked := s.tracked(t, f.conn); tracked != (f.backend != gone) {
+				t.Errorf("flow %d to %s on %s: tracked %v after the sync, want %v", i, f.conn.RemoteAddr(), f.backend, tracked, !tracked)
+			}
+			if f.backend == gone {
+				want++
+			}
+		}
+		if n != want {
+			t.Errorf("the sync deleted %d conntrack entries, want %d (the flows on %s)", n, want, gone)
+		}
+		for i, f := range flows {
+			got := askOn(t, f.conn)
+			switch {
+			case f.backend == gone && got == gone:
+				t.Errorf("flow %d to %s still reaches the removed %s", i, f.conn.RemoteAddr(), gone)
+			case f.backend != gone && got != f.backend:
+				t.Errorf("flow %d to %s moved from %s to %s", i, f.conn.RemoteAddr(), f.backend, got)
+			}
+		}
+		t.Logf("%d flows, %d of them on %s, deleted by the restarted syncer", len(flows), want, gone)
+		// The suite goes on with its first engine.
+		if err := e.PeriodicSync(ctx, svcs); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("IPv6", func(t *testing.T) {
 		web6 := service("web6", 1, lb.IPv6, s.endpoints(lb.IPv6, 0, 1, 2))
 		sync(t, web, web6)
