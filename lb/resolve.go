@@ -117,6 +117,12 @@ type EndpointSelection struct {
 	// Reachable is the union of the lists in use, each endpoint once: the
 	// endpoints this node may send traffic to (one KUBE-SEP chain each).
 	Reachable []Target
+	// Serving is every serving endpoint of the port, on any node: ready,
+	// or serving and terminating (sorted by address and port). New flows
+	// never go to one that is not Reachable, but the flows it already has
+	// may go on (graceful termination): engines keep their connection
+	// tracking, as kube-proxy does, until it stops serving or is gone.
+	Serving []Target
 
 	// HasEndpoints reports whether the port has a usable endpoint (ready,
 	// or serving and terminating) on any node.
@@ -381,6 +387,7 @@ func (r *Resolver) selectEndpoints(svc *Service, rp *ResolvedPort, p ServicePort
 		}
 	}
 	sel.Reachable = unionTargets(sel.Cluster, sel.Local)
+	sel.Serving = filterTargets(all, func(t Target) bool { return t.Serving })
 
 	sel.InternalVerdict = verdict(sel.HasEndpoints, rp.InternalPolicy, sel.Local)
 	if rp.ExternallyAccessible {

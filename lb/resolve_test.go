@@ -250,6 +250,26 @@ func TestSelectEndpoints(t *testing.T) {
 					t.Errorf("%s = %v, want %v", c.what, got, want)
 				}
 			}
+			// Serving: every serving endpoint of the port's family, on any
+			// node, each address once; a superset of Reachable.
+			var wantServing, gotServing []netip.Addr
+			for _, e := range tc.eps {
+				if (e.IsServing() || tc.svc.PublishNotReadyAddresses) && e.Addr.Is4() == (rp.Family == IPv4) && !slices.Contains(wantServing, e.Addr) {
+					wantServing = append(wantServing, e.Addr)
+				}
+			}
+			slices.SortFunc(wantServing, netip.Addr.Compare)
+			for _, st := range sel.Serving {
+				gotServing = append(gotServing, st.AddrPort.Addr())
+			}
+			if !slices.Equal(gotServing, wantServing) {
+				t.Errorf("Serving = %v, want %v", gotServing, wantServing)
+			}
+			for _, r := range sel.Reachable {
+				if !slices.Contains(sel.Serving, r) {
+					t.Errorf("Reachable %v is not in Serving %v", r, sel.Serving)
+				}
+			}
 			if sel.HasEndpoints != tc.has || sel.InternalVerdict != tc.iv || sel.ExternalVerdict != tc.ev {
 				t.Errorf("has=%v internal=%q external=%q, want %v %q %q", sel.HasEndpoints, sel.InternalVerdict, sel.ExternalVerdict, tc.has, tc.iv, tc.ev)
 			}
