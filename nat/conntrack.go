@@ -419,7 +419,7 @@ func addrPortOf(ip net.IP, port uint16) netip.AddrPort {
 type portFlows struct {
 	proto     lb.Protocol
 	reachable bool             // has endpoints anywhere (not rejected)
-	targets   []netip.AddrPort // endpoints some rule sends traffic to
+	targets   []netip.AddrPort // endpoints some rule sends traffic to, and serving ones whose flows may go on
 	frontends []netip.AddrPort // intercepted frontends, node ports with a zero address
 }
 
@@ -433,7 +433,10 @@ func flowsOf(p *Port) *portFlows {
 		return nil
 	}
 	pf := &portFlows{proto: p.Name.Protocol, reachable: p.Endpoints.HasEndpoints}
-	for _, t := range p.Endpoints.Reachable {
+	// Serving holds the reachable endpoints and the serving ones new flows
+	// no longer go to (terminating while ready ones exist), whose flows
+	// may go on, as in kube-proxy.
+	for _, t := range p.Endpoints.Serving {
 		pf.targets = append(pf.targets, t.AddrPort)
 	}
 	for _, f := range p.Frontends {

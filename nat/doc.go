@@ -77,7 +77,10 @@
 // flows are those to any address on its port number but the cluster,
 // external and load-balancer IPs of other ports on that number. Translated
 // flows to endpoints still in use are left alone, also by a new syncer that
-// takes over rules already in place (a restarted proxy). The filters are
+// takes over rules already in place (a restarted proxy); an endpoint in use
+// is a serving one (lb.EndpointSelection.Serving), so the flows of an
+// endpoint that is terminating but still serving go on until it stops
+// serving or is gone, although new flows no longer reach it. The filters are
 // indexed (see NetlinkConntrack), so the table is read once per family and each
 // entry checked only against the filters that can match it.
 //

@@ -95,6 +95,7 @@ func (ph *portHasher) port(p *Port) uint64 {
 	ph.targets(e.Internal)
 	ph.targets(e.External)
 	ph.targets(e.Reachable)
+	ph.targets(e.Serving)
 	ph.bool(e.HasEndpoints)
 	ph.str(string(e.InternalVerdict))
 	ph.str(string(e.ExternalVerdict))

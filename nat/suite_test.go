@@ -601,6 +601,59 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		}
 	})
 
+	t.Run("UDPFlowToTerminatingEndpointGoesOn", func(t *testing.T) {
+		// Graceful termination: an endpoint that is terminating but
+		// still serving gets no new flows while ready ones exist, but the
+		// flows it has go on, through partial and full syncs, until it is
+		// gone (kube-proxy keeps their conntrack entries the same way).
+		udp := service("udp-draining", 19, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		udp.Service.Ports[0].Protocol = lb.UDP
+		sync(t, web, udp)
+		conn, err := s.client1.DialContext(ctx, "udp", clusterIP(udp).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		first := askOn(t, conn)
+		var left []int
+		for i, name := range s.beNames {
+			if name == first {
+				udp.Endpoints[i].Ready, udp.Endpoints[i].Serving, udp.Endpoints[i].Terminating = false, true, true
+			} else {
+				left = append(left, i)
+			}
+		}
+		if n, err := e.SyncFlows(ctx, []nat.ServiceEndpoints{web, udp}); err != nil || n != 0 {
+			t.Fatalf("marking %s terminating: %d flows deleted, %v; want none", first, n, err)
+		}
+		if err := e.PeriodicSync(ctx, []nat.ServiceEndpoints{web, udp}); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if got := askOn(t, conn); got != first {
+				t.Fatalf("the flow moved from the terminating %s to %s", first, got)
+			}
+		}
+		for range 10 {
+			fresh, err := s.client1.DialContext(ctx, "udp", clusterIP(udp).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := askOn(t, fresh)
+			fresh.Close()
+			if got == first {
+				t.Fatalf("a new flow went to the terminating %s", first)
+			}
+		}
+		udp.Endpoints = s.endpoints(lb.IPv4, left...)
+		sync(t, web, udp)
+		for range 3 {
+			if got := askOn(t, conn); got == first {
+				t.Fatalf("the flow still reaches %s after it was removed", first)
+			}
+		}
+	})
+
 	t.Run("UDPFlowOlderThanService", func(t *testing.T) {
 		// A flow the node forwarded untranslated before the service
 		// existed must be translated once the service has endpoints.
