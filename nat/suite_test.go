@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -410,11 +411,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		// answer at all), not rejected.
 		loc.Endpoints = s.endpoints(lb.IPv4, 1, 2)
 		sync(t, web, loc)
-		start := time.Now()
-		_, err := s.client1.Ask(ctx, nettest.Probe{To: netip.AddrPortFrom(nth(lbIPs4, 5), 80), Timeout: 1500 * time.Millisecond})
-		if err == nil || !isTimeout(err) || time.Since(start) < time.Second {
-			t.Errorf("Local policy without a local endpoint: got %v after %v, want the connection dropped (timeout)", err, time.Since(start))
-		}
+		dropped(t, s.client1, netip.AddrPortFrom(nth(lbIPs4, 5), 80), "Local policy without a local endpoint")
 	})
 
 	t.Run("InternalTrafficPolicyLocal", func(t *testing.T) {
@@ -477,14 +474,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 	t.Run("NoEndpointsRejects", func(t *testing.T) {
 		empty := service("empty", 9, lb.IPv4, nil)
 		sync(t, web, empty)
-		start := time.Now()
-		_, err := s.client1.Ask(ctx, nettest.Probe{To: clusterIP(empty), Timeout: 3 * time.Second})
-		if err == nil || !isRefused(err) {
-			t.Fatalf("service without endpoints: %v, want connection refused (REJECT)", err)
-		}
-		if time.Since(start) > time.Second {
-			t.Errorf("the reject took %v: it looks like a drop", time.Since(start))
-		}
+		rejected(t, s.client1, clusterIP(empty), "service without endpoints")
 	})
 
 	t.Run("EndpointRemoved", func(t *testing.T) {
@@ -551,9 +541,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		if err != nil || c.Failures > 0 || c.Total() != 40 {
 			t.Errorf("the node to its own node port: %+v, %v; want every connection answered", c.Backends, err)
 		}
-		if _, err := s.client1.Ask(ctx, nettest.Probe{To: lbIP, Timeout: time.Second}); err == nil || !isTimeout(err) {
-			t.Errorf("an outside client to the LB IP: %v, want the connection dropped (no local endpoint)", err)
-		}
+		dropped(t, s.client1, lbIP, "an outside client to the LB IP (no local endpoint)")
 	})
 
 	t.Run("LoadBalancerSourceRanges", func(t *testing.T) {
@@ -568,9 +556,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		if err != nil || c.Failures > 0 || c.Total() != 30 {
 			t.Errorf("an allowed source: %+v, %v; want every connection answered", c, err)
 		}
-		if _, err := s.client2.Ask(ctx, nettest.Probe{To: to, Timeout: time.Second}); err == nil || !isTimeout(err) {
-			t.Errorf("a source outside the ranges: %v, want the connection dropped", err)
-		}
+		dropped(t, s.client2, to, "a source outside the ranges")
 	})
 
 	t.Run("UDPFlowFollowsEndpointRemoval", func(t *testing.T) {
@@ -842,6 +828,184 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		}
 	})
 
+	t.Run("InternalTrafficPolicyLocalFromThisNode", func(t *testing.T) {
+		// internalTrafficPolicy Local: traffic from this node (a pod on
+		// it, the node itself) uses the local endpoints only; without
+		// one it is dropped, neither rejected nor sent to another node.
+		none := service("itp-none", 20, lb.IPv4, s.endpoints(lb.IPv4, 1, 2))
+		some := service("itp-some", 21, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		none.Service.InternalTrafficPolicy, some.Service.InternalTrafficPolicy = lb.TrafficPolicyLocal, lb.TrafficPolicyLocal
+		sync(t, web, none, some)
+		for _, h := range []*nettest.Host{s.be[0], s.lb} {
+			c, err := h.Count(ctx, nettest.Probe{To: clusterIP(some), N: 30})
+			if err != nil || c.Failures > 0 || c.Backends["be1"] != 30 {
+				t.Errorf("%s to a Local service with a local endpoint: %+v, %v; want every connection on be1", h.Name(), c, err)
+			}
+			dropped(t, h, clusterIP(none), h.Name()+" to a Local service without a local endpoint")
+		}
+	})
+
+	t.Run("NodePortWithoutEndpoints", func(t *testing.T) {
+		// No endpoints anywhere: the node port rejects, for another host
+		// and for the node itself. Endpoints only on other nodes under
+		// externalTrafficPolicy Local: outside clients are dropped.
+		empty := service("np-empty", 22, lb.IPv4, nil)
+		empty.Service.Type = lb.ServiceTypeNodePort
+		empty.Service.Ports[0].NodePort = 30086
+		remote := service("np-remote", 23, lb.IPv4, s.endpoints(lb.IPv4, 1, 2))
+		remote.Service.Type = lb.ServiceTypeNodePort
+		remote.Service.Ports[0].NodePort = 30087
+		remote.Service.ExternalTrafficPolicy = lb.TrafficPolicyLocal
+		// Something on the node listens on the port, so that a refusal
+		// is the balancer's REJECT, not the kernel's answer to a port
+		// nobody listens on.
+		must(t, s.lb.StartEcho(30086))
+		sync(t, web)
+		for _, h := range []*nettest.Host{s.client2, s.lb} {
+			if r, err := h.Ask(ctx, nettest.Probe{To: netip.AddrPortFrom(s.nodeIP4, 30086)}); err != nil || r.Backend != "lb" {
+				t.Fatalf("%s to the node's own listener on port 30086, before the service: %+v, %v", h.Name(), r, err)
+			}
+		}
+		sync(t, web, empty, remote)
+		for _, h := range []*nettest.Host{s.client2, s.lb} {
+			rejected(t, h, netip.AddrPortFrom(s.nodeIP4, 30086), h.Name()+" to a node port without endpoints")
+		}
+		dropped(t, s.client2, netip.AddrPortFrom(s.nodeIP4, 30087), "an outside client to a Local node port without a local endpoint")
+	})
+
+	t.Run("ExternalIPs", func(t *testing.T) {
+		// An external IP is intercepted for outside clients: under the
+		// Cluster policy balanced over every endpoint and masqueraded,
+		// under Local sent to the local endpoint with the client's
+		// address kept.
+		ext := service("ext", 24, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		ext.Service.ExternalIPs = []netip.Addr{nth(lbIPs4, 24)}
+		sync(t, web, ext)
+		to := netip.AddrPortFrom(nth(lbIPs4, 24), 80)
+		c := distribution(t, s.client1, nettest.Probe{To: to, N: 600}, even(s.beNames...))
+		for src := range sources(c) {
+			if src == s.client1.IP4() {
+				t.Errorf("external-IP traffic under the Cluster policy reached a backend unmasqueraded")
+			}
+		}
+		ext.Service.ExternalTrafficPolicy = lb.TrafficPolicyLocal
+		sync(t, web, ext)
+		c, err := s.client1.Count(ctx, nettest.Probe{To: to, N: 50})
+		if err != nil || c.Failures > 0 || c.Backends["be1"] != 50 {
+			t.Fatalf("external IP under Local: %+v, %v; want all on be1 (the local endpoint)", c, err)
+		}
+		if got := c.Sources["be1"][s.client1.IP4()]; got != 50 {
+			t.Errorf("external IP under Local: be1 saw %v, want the client's own address every time", c.Sources["be1"])
+		}
+	})
+
+	t.Run("TerminatingFallbackForNewConnections", func(t *testing.T) {
+		// Serving and terminating endpoints get no new connections while
+		// a ready one exists; when none is ready they get them all, and
+		// an endpoint that is terminating and not serving gets none.
+		gt := service("draining", 25, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		for i := range gt.Endpoints[:2] {
+			gt.Endpoints[i].Ready, gt.Endpoints[i].Serving, gt.Endpoints[i].Terminating = false, true, true
+		}
+		sync(t, web, gt)
+		c, err := s.client1.Count(ctx, nettest.Probe{To: clusterIP(gt), N: 30})
+		if err != nil || c.Failures > 0 || c.Backends["be3"] != 30 {
+			t.Fatalf("be3 ready, be1 and be2 terminating: %+v, %v; want every connection on be3", c, err)
+		}
+		gt.Endpoints[2].Ready, gt.Endpoints[2].Serving, gt.Endpoints[2].Terminating = false, false, true
+		sync(t, web, gt)
+		c = distribution(t, s.client1, nettest.Probe{To: clusterIP(gt), N: 600}, even("be1", "be2"))
+		if c.Backends["be3"] != 0 {
+			t.Errorf("be3 is terminating and not serving but got %d new connections", c.Backends["be3"])
+		}
+	})
+
+	t.Run("ClientIPAffinityExpires", func(t *testing.T) {
+		// Each client sticks to its endpoint, even when an endpoint is
+		// added, until it has sent nothing for the affinity timeout;
+		// then it is balanced again. With consistent hashing the choice
+		// of a client is a hash of its address, so the added endpoint is
+		// what lets a client land elsewhere after the expiry: a third of
+		// the clients then move to it, and 30 clients all staying is
+		// (2/3)^30 < 1e-5 (for random choice, (1/3)^30).
+		const timeout = 2
+		exp := service("sticky-short", 26, lb.IPv4, s.endpoints(lb.IPv4, 0, 1))
+		exp.Service.SessionAffinity = lb.SessionAffinity{Type: lb.AffinityClientIP, TimeoutSeconds: timeout}
+		sync(t, web, exp)
+		stuck := make([]string, len(s.extraSources))
+		at := make([]time.Time, len(s.extraSources)) // each client's last connection
+		// sticky makes n connections from client i, and returns its
+		// one endpoint, failing when they were spread.
+		sticky := func(i, n int) string {
+			t.Helper()
+			c, err := s.client1.Count(ctx, nettest.Probe{To: clusterIP(exp), From: s.extraSources[i], N: n})
+			if err != nil || c.Failures > 0 || len(c.Backends) != 1 {
+				t.Fatalf("client %s: %+v, %v; want every connection on one endpoint", s.extraSources[i], c, err)
+			}
+			at[i] = time.Now()
+			for b := range c.Backends {
+				return b
+			}
+			return ""
+		}
+		for i := range s.extraSources {
+			stuck[i] = sticky(i, 3)
+		}
+		exp.Endpoints = s.endpoints(lb.IPv4, 0, 1, 2)
+		sync(t, web, exp)
+		for i := range s.extraSources {
+			idle := time.Since(at[i])
+			if got := sticky(i, 3); got != stuck[i] {
+				if idle < timeout*time.Second {
+					t.Errorf("client %s moved from %s to %s after %v idle, within the %ds affinity timeout", s.extraSources[i], stuck[i], got, idle, timeout)
+				} else {
+					t.Logf("client %s was idle %v, past the timeout: not a check of stickiness", s.extraSources[i], idle)
+				}
+				stuck[i] = got
+			}
+		}
+		last := slices.MaxFunc(at, time.Time.Compare)
+		time.Sleep(time.Until(last.Add(timeout*time.Second + time.Second)))
+		moved := 0
+		for i := range s.extraSources {
+			if sticky(i, 2) != stuck[i] {
+				moved++
+			}
+		}
+		t.Logf("%d of %d clients on another endpoint after the affinity expired", moved, len(s.extraSources))
+		if moved == 0 {
+			t.Errorf("after the affinity timeout every one of %d clients still reached its old endpoint", len(s.extraSources))
+		}
+	})
+
+	t.Run("SCTP", func(t *testing.T) {
+		// The rules load everywhere; traffic runs only where the kernel
+		// has SCTP sockets in a namespace (the balancer's conntrack and
+		// NAT of SCTP need none, but the clients and backends do).
+		sc := service("sctp", 27, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+		sc.Service.Ports[0].Protocol = lb.SCTP
+		sync(t, web, sc)
+		if err := s.client1.Do(sctpProbe); err != nil {
+			t.Skipf("this kernel has no SCTP sockets in a namespace (socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP): %v): no SCTP traffic can be sent; the skip is for the missing protocol only", err)
+		}
+		for _, be := range s.be {
+			startSCTPEcho(t, be, port)
+		}
+		c := nettest.Counts{Backends: map[string]int{}}
+		for range 150 {
+			r, err := askSCTP(s.client1, clusterIP(sc))
+			if err != nil {
+				c.Failures++
+				c.Errors = append(c.Errors, err)
+				continue
+			}
+			c.Backends[r.Backend]++
+		}
+		if c.Failures > 0 || len(c.Backends) != 3 {
+			t.Errorf("150 SCTP associations to %s: %v, %d failed %v; want every one answered, by each of the three backends", clusterIP(sc), c.Backends, c.Failures, c.Errors)
+		}
+	})
+
 	t.Run("IPv6", func(t *testing.T) {
 		web6 := service("web6", 1, lb.IPv6, s.endpoints(lb.IPv6, 0, 1, 2))
 		sync(t, web, web6)
@@ -907,6 +1071,126 @@ func (s *suiteLab) tracked(t *testing.T, conn net.Conn) bool {
 		}
 	}
 	return false
+}
+
+// dropped checks that a TCP connection from h to to gets no answer at all
+// within a second (a DROP): no reply and no refusal.
+func dropped(t *testing.T, h *nettest.Host, to netip.AddrPort, what string) {
+	t.Helper()
+	start := time.Now()
+	r, err := h.Ask(context.Background(), nettest.Probe{To: to, Timeout: time.Second})
+	switch {
+	case err == nil:
+		t.Errorf("%s: answered by %s, want the connection dropped", what, r.Backend)
+	case !isTimeout(err) || time.Since(start) < 900*time.Millisecond:
+		t.Errorf("%s: %v after %v, want the connection dropped (a timeout)", what, err, time.Since(start))
+	}
+}
+
+// rejected checks that a TCP connection from h to to is refused (a
+// REJECT), and quickly, not dropped.
+func rejected(t *testing.T, h *nettest.Host, to netip.AddrPort, what string) {
+	t.Helper()
+	start := time.Now()
+	r, err := h.Ask(context.Background(), nettest.Probe{To: to, Timeout: 3 * time.Second})
+	switch {
+	case err == nil:
+		t.Errorf("%s: answered by %s, want the connection refused", what, r.Backend)
+	case !isRefused(err):
+		t.Errorf("%s: %v after %v, want the connection refused (REJECT)", what, err, time.Since(start))
+	case time.Since(start) > time.Second:
+		t.Errorf("%s: refused after %v: it looks like a drop", what, time.Since(start))
+	}
+}
+
+// sctpProbe reports whether the calling namespace can open an SCTP socket.
+func sctpProbe() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
+// startSCTPEcho serves, on h's IPv4 addresses, one-to-one SCTP
+// associations on port: each gets one reply line, as the TCP echo of
+// nettest writes it, and is closed. It stops when the test ends.
+func startSCTPEcho(t *testing.T, h *nettest.Host, port int) {
+	t.Helper()
+	var fd int
+	must(t, h.Do(func() error {
+		var err error
+		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP); err != nil {
+			return err
+		}
+		// accept returns EAGAIN every 200 ms, so that the loop sees stop.
+		err = errors.Join(
+			unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 200000}),
+			unix.Bind(fd, &unix.SockaddrInet4{Port: port}),
+			unix.Listen(fd, 64))
+		if err != nil {
+			unix.Close(fd)
+		}
+		return err
+	}))
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, sa, err := unix.Accept(fd)
+			if err != nil {
+				continue
+			}
+			if from, ok := sa.(*unix.SockaddrInet4); ok {
+				_, _ = unix.Write(c, []byte(h.Name()+" "+netip.AddrPortFrom(netip.AddrFrom4(from.Addr), uint16(from.Port)).String()+"\n"))
+			}
+			unix.Close(c)
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+		unix.Close(fd)
+	})
+}
+
+// askSCTP opens one SCTP association from h to to and returns the echo's
+// reply.
+func askSCTP(h *nettest.Host, to netip.AddrPort) (nettest.Reply, error) {
+	var line string
+	err := h.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		tv := unix.Timeval{Sec: 2} // bounds connect and read
+		err = errors.Join(
+			unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv),
+			unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv))
+		if err != nil {
+			return err
+		}
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}); err != nil {
+			return fmt.Errorf("sctp connect %s: %w", to, err)
+		}
+		buf := make([]byte, 256)
+		n, err := unix.Read(fd, buf)
+		if err != nil {
+			return fmt.Errorf("sctp read from %s: %w", to, err)
+		}
+		line = string(buf[:n])
+		return nil
+	})
+	if err != nil {
+		return nettest.Reply{}, err
+	}
+	return nettest.ParseReply(line)
 }
 
 func isTimeout(err error) bool {
