@@ -199,6 +199,28 @@ func (s *suiteLab) endpoints(fam lb.IPFamily, idx ...int) []lb.Endpoint {
 	return eps
 }
 
+// othersThan returns the indexes of every backend but the one named.
+func (s *suiteLab) othersThan(name string) []int {
+	var idx []int
+	for i, n := range s.beNames {
+		if n != name {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// flowLeft asks n times on conn, whose flow reached gone before gone was
+// removed, and fails if gone still answers.
+func flowLeft(t *testing.T, conn net.Conn, gone string, n int) {
+	t.Helper()
+	for range n {
+		if got := askOn(t, conn); got == gone {
+			t.Fatalf("the flow still reaches %s after it was removed", gone)
+		}
+	}
+}
+
 func nth(p netip.Prefix, n int) netip.Addr {
 	a := p.Addr()
 	for range n {
@@ -572,19 +594,9 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		}
 		defer conn.Close()
 		first := askOn(t, conn)
-		var left []int
-		for i, name := range s.beNames {
-			if name != first {
-				left = append(left, i)
-			}
-		}
-		udp.Endpoints = s.endpoints(lb.IPv4, left...)
+		udp.Endpoints = s.endpoints(lb.IPv4, s.othersThan(first)...)
 		sync(t, web, udp)
-		for range 5 {
-			if got := askOn(t, conn); got == first {
-				t.Fatalf("the flow still reaches %s after it was removed", first)
-			}
-		}
+		flowLeft(t, conn, first, 5)
 	})
 
 	t.Run("UDPFlowToTerminatingEndpointGoesOn", func(t *testing.T) {
@@ -601,14 +613,8 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 		}
 		defer conn.Close()
 		first := askOn(t, conn)
-		var left []int
-		for i, name := range s.beNames {
-			if name == first {
-				udp.Endpoints[i].Ready, udp.Endpoints[i].Serving, udp.Endpoints[i].Terminating = false, true, true
-			} else {
-				left = append(left, i)
-			}
-		}
+		i := slices.Index(s.beNames, first)
+		udp.Endpoints[i].Ready, udp.Endpoints[i].Serving, udp.Endpoints[i].Terminating = false, true, true
 		if n, err := e.SyncFlows(ctx, []nat.ServiceEndpoints{web, udp}); err != nil || n != 0 {
 			t.Fatalf("marking %s terminating: %d flows deleted, %v; want none", first, n, err)
 		}
@@ -631,13 +637,9 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 				t.Fatalf("a new flow went to the terminating %s", first)
 			}
 		}
-		udp.Endpoints = s.endpoints(lb.IPv4, left...)
+		udp.Endpoints = s.endpoints(lb.IPv4, s.othersThan(first)...)
 		sync(t, web, udp)
-		for range 3 {
-			if got := askOn(t, conn); got == first {
-				t.Fatalf("the flow still reaches %s after it was removed", first)
-			}
-		}
+		flowLeft(t, conn, first, 3)
 	})
 
 	t.Run("UDPFlowOlderThanService", func(t *testing.T) {
@@ -786,13 +788,7 @@ func runSuite(t *testing.T, eut engineUnderTest) {
 				t.Fatalf("to %s: %d flows on %s and %d on the others; want both", to, onGone, gone, onOthers)
 			}
 		}
-		var left []int
-		for i, name := range s.beNames {
-			if name != gone {
-				left = append(left, i)
-			}
-		}
-		udp.Endpoints = s.endpoints(lb.IPv4, left...)
+		udp.Endpoints = s.endpoints(lb.IPv4, s.othersThan(gone)...)
 		svcs := []nat.ServiceEndpoints{web, udp}
 		restarted := eut.start(t, s.lb, s.cfg)
 		n, err := restarted.SyncFlows(ctx, svcs)
