@@ -110,6 +110,14 @@ func BenchmarkCompile10k(b *testing.B) {
 }
 
 // benchLab is one namespace to program.
+// restoreTool is the iptables-restore binary of backend.
+func restoreTool(backend iptables.Backend) string {
+	if backend == iptables.BackendNFT {
+		return "iptables-nft-restore"
+	}
+	return "iptables-legacy-restore"
+}
+
 func benchLab(b *testing.B, tools ...string) *nettest.Host {
 	nettest.RequireKernel(b, tools...)
 	return nettest.New(b, nettest.Topology{Hosts: []nettest.HostSpec{{Name: "bench"}}}).Host("bench")
@@ -147,11 +155,7 @@ func timed(fn func() error) (time.Duration, error) {
 func BenchmarkIPTablesColdApply10k(b *testing.B) {
 	for _, backend := range []iptables.Backend{iptables.BackendLegacy} {
 		b.Run(backend.String(), func(b *testing.B) {
-			tool := "iptables-legacy-restore"
-			if backend == iptables.BackendNFT {
-				tool = "iptables-nft-restore"
-			}
-			h := benchLab(b, tool)
+			h := benchLab(b, restoreTool(backend))
 			svcs := kubeProxyShaped(10000, 10)
 			s := newBenchSyncer(b, h, backend)
 			text, err := s.Render(svcs)
@@ -174,10 +178,10 @@ func BenchmarkIPTablesColdApply10k(b *testing.B) {
 				must(b, h.Do(func() error { return s.Cleanup(ctx) }))
 				d, err = timed(func() error {
 					return h.Do(func() error {
-						cmd := exec.Command(tool, "--noflush", "--wait")
+						cmd := exec.Command(restoreTool(backend), "--noflush", "--wait")
 						cmd.Stdin = bytes.NewReader(text[lb.IPv4])
 						if out, err := cmd.CombinedOutput(); err != nil {
-							return fmt.Errorf("%s: %v: %s", tool, err, out)
+							return fmt.Errorf("%s: %v: %s", restoreTool(backend), err, out)
 						}
 						return nil
 					})
@@ -204,11 +208,7 @@ func BenchmarkIPTablesColdApply10k(b *testing.B) {
 func BenchmarkIPTablesPartialSync10k(b *testing.B) {
 	for _, backend := range []iptables.Backend{iptables.BackendLegacy} {
 		b.Run(backend.String(), func(b *testing.B) {
-			tool := "iptables-legacy-restore"
-			if backend == iptables.BackendNFT {
-				tool = "iptables-nft-restore"
-			}
-			h := benchLab(b, tool)
+			h := benchLab(b, restoreTool(backend))
 			svcs := kubeProxyShaped(10000, 10)
 			s := newBenchSyncer(b, h, backend)
 			ctx := context.Background()
