@@ -526,13 +526,20 @@ func (e *Engine) sync(ctx context.Context, desired *Ruleset) (*Transaction, erro
 // ruleset last applied, whose definitions sc holds) to desired, and the
 // ruleset it diffed against. When state is nil it validates desired, reads
 // the table and diffs against its canonical form. When state is known it
-// validates only the difference: what did not change was valid when it
-// was applied, and the kernel refuses a batch that breaks a reference
-// (a set deleted while an unchanged rule uses it) as a whole.
+// validates the difference, plus what a difference cannot show: that
+// desired names no set or chain twice (Diff would keep the last), and
+// that no rule or verdict map element of desired uses a set or chain the
+// difference deletes. What did not change was valid when it was applied.
 func plan(t Table, state *Ruleset, sc *schema, desired *Ruleset, read func() (*Ruleset, error)) (*Transaction, *Ruleset, error) {
 	if state != nil && sc != nil {
+		if err := checkUnique(desired); err != nil {
+			return nil, nil, err
+		}
 		tx := Diff(state, desired)
 		if err := validateTx(sc, tx); err != nil {
+			return nil, nil, err
+		}
+		if err := checkDeleted(t, desired, tx); err != nil {
 			return nil, nil, err
 		}
 		return tx, state, nil

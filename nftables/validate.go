@@ -141,31 +141,116 @@ func Validate(t Table, rs *Ruleset) error {
 	if err := ValidateTable(t); err != nil {
 		return err
 	}
+	if err := checkUnique(rs); err != nil {
+		return err
+	}
 	sc := newSchema(t, rs)
-	seen := map[string]bool{}
 	for i := range rs.Sets {
-		s := &rs.Sets[i]
-		path := fmt.Sprintf("sets[%d]", i)
-		if seen[s.Name] {
-			return &ValidationError{path, fmt.Sprintf("duplicate set %q", s.Name)}
-		}
-		seen[s.Name] = true
-		if err := sc.checkSet(s); err != nil {
+		if err := sc.checkSet(&rs.Sets[i]); err != nil {
 			return err
 		}
 	}
-	seen = map[string]bool{}
 	for i := range rs.Chains {
-		c := &rs.Chains[i]
-		if seen[c.Name] {
-			return &ValidationError{fmt.Sprintf("chains[%d]", i), fmt.Sprintf("duplicate chain %q", c.Name)}
-		}
-		seen[c.Name] = true
-		if err := sc.checkChain(c); err != nil {
+		if err := sc.checkChain(&rs.Chains[i]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// checkUnique fails when two sets or two chains of rs have the same name.
+func checkUnique(rs *Ruleset) error {
+	seen := make(map[string]bool, len(rs.Sets))
+	for i := range rs.Sets {
+		n := rs.Sets[i].Name
+		if seen[n] {
+			return &ValidationError{fmt.Sprintf("sets[%d]", i), fmt.Sprintf("duplicate set %q", n)}
+		}
+		seen[n] = true
+	}
+	seen = make(map[string]bool, len(rs.Chains))
+	for i := range rs.Chains {
+		n := rs.Chains[i].Name
+		if seen[n] {
+			return &ValidationError{fmt.Sprintf("chains[%d]", i), fmt.Sprintf("duplicate chain %q", n)}
+		}
+		seen[n] = true
+	}
+	return nil
+}
+
+// checkDeleted fails, as Validate would, when tx deletes a set or chain
+// that rs, the ruleset tx leads to, still uses: in a rule, or (a chain) in
+// a verdict map element. It walks rs only when tx deletes something.
+func checkDeleted(t Table, rs *Ruleset, tx *Transaction) error {
+	sets, chains := map[string]bool{}, map[string]bool{}
+	for i := range tx.ops {
+		switch o := &tx.ops[i]; o.kind {
+		case opDelSet:
+			sets[o.name] = true
+		case opDelChain:
+			chains[o.name] = true
+		}
+	}
+	if len(sets) == 0 && len(chains) == 0 {
+		return nil
+	}
+	// A set or chain deleted and added again (a changed definition) stays.
+	for i := range rs.Sets {
+		delete(sets, rs.Sets[i].Name)
+	}
+	for i := range rs.Chains {
+		delete(chains, rs.Chains[i].Name)
+	}
+	if len(sets) == 0 && len(chains) == 0 {
+		return nil
+	}
+	var sc *schema // built on the first hit: the validator reports it
+	check := func() *schema {
+		if sc == nil {
+			sc = newSchema(t, rs)
+		}
+		return sc
+	}
+	for i := range rs.Chains {
+		c := &rs.Chains[i]
+		for j := range c.Rules {
+			if usesDeleted(&c.Rules[j], sets, chains) {
+				if err := check().checkRule(c, j, &c.Rules[j]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if len(chains) == 0 {
+		return nil
+	}
+	for i := range rs.Sets {
+		s := &rs.Sets[i]
+		for j := range s.Elements {
+			if v := s.Elements[j].Verdict; v != nil && chains[v.Chain] {
+				if err := check().checkElements(setPath(s.Name)+".elements", s, false); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// usesDeleted reports whether r refers to one of the named sets or chains.
+func usesDeleted(r *Rule, sets, chains map[string]bool) bool {
+	for _, s := range r.Stmts {
+		if n := setRef(s); n != "" && sets[n] {
+			return true
+		}
+		for _, n := range chainRefs(s) {
+			if chains[n] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func chainPath(name string) string { return fmt.Sprintf("chains[%q]", name) }
