@@ -938,6 +938,13 @@ func (a *Announcer) handleARP(f *Frame) {
 		a.stats.ignored.Add(1)
 		return
 	}
+	// Most requests on a LAN are for other hosts: drop them before
+	// building an answer. sendIfOwned checks again under the lock, for a
+	// Release in between.
+	if !a.owns(p.TargetIP) {
+		a.stats.ignored.Add(1)
+		return
+	}
 	reply := ReplyTo(&p, a.mac)
 	dst := p.SenderHardwareAddr
 	if isZeroMAC(dst) || equalMAC(dst, broadcastMAC) || dst[0]&1 != 0 {
@@ -977,6 +984,10 @@ func (a *Announcer) handleNDP(f *Frame) {
 			lla = f.Source
 		}
 		a.checkConflict(m.Target, lla, m.Type.String())
+		a.stats.ignored.Add(1)
+		return
+	}
+	if !a.owns(m.Target) { // as in handleARP, and before IPv6MulticastMAC allocates
 		a.stats.ignored.Add(1)
 		return
 	}
