@@ -164,10 +164,22 @@ func TestFakeKernelSemantics(t *testing.T) {
 			tx.FlushChain("svc-a")
 			tx.DeleteElements("eps4", E(Int(99)))
 		}, syscall.ENOENT},
+		{"chain with rules, no references", func(tx *Transaction) { tx.DeleteChain("sticky") }, 0},
 	}
 	for _, tc := range cases {
 		tx := &Transaction{}
 		tc.tx(tx)
+		if tc.want == 0 {
+			// Accepted: the kernel drops the rules with the chain.
+			if err := f.Apply(ctx, tx); err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			before = f.Dump()
+			if strings.Contains(before, "chain sticky") {
+				t.Errorf("%s: the chain is still there:\n%s", tc.name, before)
+			}
+			continue
+		}
 		if got := errno(f.Apply(ctx, tx)); got != tc.want {
 			t.Errorf("%s: errno %v, want %v", tc.name, got, tc.want)
 		}

@@ -9,8 +9,9 @@ import (
 // Fake is an in-memory Interface: it validates and encodes transactions
 // exactly as Engine does, then applies them to a model of the table with
 // the kernel's semantics for what the engine sends (a batch is atomic; a
-// missing chain, set or element is ENOENT; deleting a chain that still has
-// rules or references, or a set a rule uses, is EBUSY; re-adding an element
+// missing chain, set or element is ENOENT; deleting a chain that another
+// rule or a verdict map element still refers to, or a set a rule uses, is
+// EBUSY, while a chain's own rules go with it; re-adding an element
 // with other data or an overlapping interval is EEXIST). Dump shows the
 // table as nft text. Use it to test code built on the engine without root.
 type Fake struct {

@@ -124,8 +124,10 @@ func (m *model) applyOp(o *op, undo *[]func()) error {
 		if !ok {
 			return fail(syscall.ENOENT, "chain %q", o.name)
 		}
-		if len(c.rules) > 0 || m.chainReferenced(o.name) {
-			return fail(syscall.EBUSY, "chain %q has rules or is referenced", o.name)
+		// The kernel deletes the chain's rules with it (and their
+		// references); it refuses only a chain something else refers to.
+		if m.chainReferenced(o.name) {
+			return fail(syscall.EBUSY, "chain %q is referenced", o.name)
 		}
 		delete(m.chains, o.name)
 		*undo = append(*undo, func() { m.chains[o.name] = c })

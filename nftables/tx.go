@@ -77,8 +77,9 @@ func (tx *Transaction) FlushChain(name string) {
 	tx.ops = append(tx.ops, op{kind: opFlushChain, name: name})
 }
 
-// DeleteChain deletes the chain, which must have no rules and no
-// references left when the batch ends.
+// DeleteChain deletes the chain and the rules it holds. No rule of
+// another chain and no verdict map element may still refer to it (jump or
+// goto) at that point of the batch.
 func (tx *Transaction) DeleteChain(name string) {
 	tx.ops = append(tx.ops, op{kind: opDelChain, name: name})
 }
