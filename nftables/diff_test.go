@@ -132,13 +132,27 @@ func TestCanonicalForms(t *testing.T) {
 	}
 }
 
+// TestFakeKernelSemantics runs one table of batches against the Fake and
+// against the kernel (in a lab namespace): both must answer each with the
+// same errno, or both accept it, and a refused batch changes nothing.
 func TestFakeKernelSemantics(t *testing.T) {
+	t.Run("fake", func(t *testing.T) {
+		f := NewFake(testTable)
+		testKernelSemantics(t, f, f.Dump)
+	})
+	t.Run("kernel", func(t *testing.T) {
+		_, h := kernelHost(t)
+		e := dialIn(t, h, testTable)
+		testKernelSemantics(t, e, func() string { return normalizeListing(listTable(t, h, testTable)) })
+	})
+}
+
+func testKernelSemantics(t *testing.T, in Interface, dump func() string) {
 	ctx := context.Background()
-	f := NewFake(testTable)
-	if err := f.Apply(ctx, Full(sampleRuleset())); err != nil {
+	if err := in.Apply(ctx, Full(sampleRuleset())); err != nil {
 		t.Fatal(err)
 	}
-	before := f.Dump()
+	before := dump()
 	errno := func(err error) syscall.Errno {
 		var ke *KernelError
 		if !errors.As(err, &ke) {
@@ -149,7 +163,7 @@ func TestFakeKernelSemantics(t *testing.T) {
 	cases := []struct {
 		name string
 		tx   func(tx *Transaction)
-		want syscall.Errno
+		want syscall.Errno // 0: accepted
 	}{
 		{"delete chain with rules", func(tx *Transaction) { tx.DeleteChain("svc-a") }, syscall.EBUSY},
 		{"delete chain still referenced", func(tx *Transaction) { tx.FlushChain("ep-a2"); tx.DeleteChain("ep-a2") }, syscall.EBUSY},
@@ -171,20 +185,20 @@ func TestFakeKernelSemantics(t *testing.T) {
 		tc.tx(tx)
 		if tc.want == 0 {
 			// Accepted: the kernel drops the rules with the chain.
-			if err := f.Apply(ctx, tx); err != nil {
+			if err := in.Apply(ctx, tx); err != nil {
 				t.Errorf("%s: %v", tc.name, err)
 			}
-			before = f.Dump()
+			before = dump()
 			if strings.Contains(before, "chain sticky") {
 				t.Errorf("%s: the chain is still there:\n%s", tc.name, before)
 			}
 			continue
 		}
-		if got := errno(f.Apply(ctx, tx)); got != tc.want {
+		if got := errno(in.Apply(ctx, tx)); got != tc.want {
 			t.Errorf("%s: errno %v, want %v", tc.name, got, tc.want)
 		}
-		if f.Dump() != before {
-			t.Fatalf("%s: a refused batch changed the fake:\n%s", tc.name, lineDiff(before, f.Dump()))
+		if after := dump(); after != before {
+			t.Fatalf("%s: a refused batch changed the table:\n%s", tc.name, lineDiff(before, after))
 		}
 	}
 	// Deleting a referenced chain works once its references go in the
@@ -193,7 +207,7 @@ func TestFakeKernelSemantics(t *testing.T) {
 	tx.FlushChain("svc-aff")
 	tx.FlushChain("ep-a2")
 	tx.DeleteChain("ep-a2")
-	if err := f.Apply(ctx, tx); err != nil {
+	if err := in.Apply(ctx, tx); err != nil {
 		t.Errorf("delete after dropping references: %v", err)
 	}
 }
