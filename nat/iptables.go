@@ -76,12 +76,11 @@ type IPTables struct {
 	opts    IPTablesOptions
 	log     *slog.Logger
 
-	mu       sync.Mutex
-	hasher   *portHasher
-	state    map[lb.IPFamily]*iptState
-	lastFull time.Time
-	bufs     map[lb.IPFamily]*iptables.Buffer
-	scratch  map[lb.IPFamily]*iptables.Buffer
+	mu      sync.Mutex
+	hasher  *portHasher
+	state   map[lb.IPFamily]*iptState
+	bufs    map[lb.IPFamily]*iptables.Buffer
+	scratch map[lb.IPFamily]*iptables.Buffer
 }
 
 // iptState is what the syncer believes is in the kernel for one family
@@ -90,6 +89,11 @@ type iptState struct {
 	ports  map[string]*portRules                            // by Port.Key
 	global map[iptables.Table]map[iptables.ChainName]uint64 // hash of each shared chain's text
 	valid  bool                                             // false: the next sync must be full
+	// lastFull is when this family's last full restore was applied (zero:
+	// never). Each family keeps its own, so that a failure in one family,
+	// or in a conntrack cleanup after the rules were applied, does not make
+	// every later sync of the other family full.
+	lastFull time.Time
 }
 
 // NewIPTables returns a syncer that programs IPv4 through v4 and IPv6
@@ -178,31 +182,28 @@ func (s *IPTables) sync(ctx context.Context, services []ServiceEndpoints, forceF
 	if interval == 0 {
 		interval = DefaultFullSyncInterval
 	}
-	full := forceFull || s.lastFull.IsZero() || interval < 0 || now.Sub(s.lastFull) >= interval
 	var stats []IPTablesStats
 	var errs []error
-	allFull := true
 	for _, fam := range []lb.IPFamily{lb.IPv4, lb.IPv6} {
 		if s.engines[fam] == nil {
 			continue
 		}
-		st, err := s.syncFamily(ctx, fam, plan.Family(fam), full)
+		last := s.state[fam].lastFull
+		full := forceFull || last.IsZero() || interval < 0 || now.Sub(last) >= interval
+		st, applied, err := s.syncFamily(ctx, fam, plan.Family(fam), full, now)
+		if applied {
+			// The family's rules are in force even if an error follows
+			// (a failed conntrack cleanup): its stats say what was done.
+			stats = append(stats, st)
+			s.log.Debug("iptables sync", "family", fam, "full", st.Full, "ports", st.Ports, "changed", st.Changed,
+				"chainsWritten", st.ChainsWritten, "chainsDeleted", st.ChainsDeleted, "rules", st.Rules, "bytes", st.Bytes,
+				"flowsDeleted", st.FlowsDeleted)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("nat: %s sync: %w", fam, err))
-			continue
 		}
-		allFull = allFull && st.Full
-		stats = append(stats, st)
-		s.log.Debug("iptables sync", "family", fam, "full", st.Full, "ports", st.Ports, "changed", st.Changed,
-			"chainsWritten", st.ChainsWritten, "chainsDeleted", st.ChainsDeleted, "rules", st.Rules, "bytes", st.Bytes)
 	}
-	if len(errs) > 0 {
-		return stats, errors.Join(errs...)
-	}
-	if allFull {
-		s.lastFull = now
-	}
-	return stats, nil
+	return stats, errors.Join(errs...)
 }
 
 // renderer writes one family's restore text for a sync, streaming: the
@@ -405,7 +406,10 @@ func goneChains(prev, next []iptables.ChainName) []iptables.ChainName {
 	return out
 }
 
-func (s *IPTables) syncFamily(ctx context.Context, fam lb.IPFamily, ports []Port, full bool) (IPTablesStats, error) {
+// syncFamily syncs one family. applied reports that its rules are in force
+// (the restore succeeded or there was nothing to write), even when err
+// then reports a failed conntrack cleanup.
+func (s *IPTables) syncFamily(ctx context.Context, fam lb.IPFamily, ports []Port, full bool, now time.Time) (stats IPTablesStats, applied bool, err error) {
 	st := s.state[fam]
 	eng := s.engines[fam]
 	full = full || !st.valid
@@ -415,7 +419,7 @@ func (s *IPTables) syncFamily(ctx context.Context, fam lb.IPFamily, ports []Port
 		for _, t := range []iptables.Table{iptables.TableNAT, iptables.TableFilter} {
 			save, err := eng.SaveText(ctx, t)
 			if err != nil {
-				return IPTablesStats{Family: fam, Full: full}, err
+				return IPTablesStats{Family: fam, Full: full}, false, err
 			}
 			saves[t] = save
 		}
@@ -428,14 +432,18 @@ func (s *IPTables) syncFamily(ctx context.Context, fam lb.IPFamily, ports []Port
 	r := &renderer{s: s, fam: fam, buf: buf, b: newIPBuilder(s.cfg, fam, s.names), stats: IPTablesStats{Family: fam}}
 	next, err := r.render(ports, st, full, saves)
 	if err != nil {
-		return r.stats, err
+		return r.stats, false, err
 	}
 	r.stats.Bytes = buf.Len()
 	st.valid = false // until the restore is known good
 	if buf.Len() > 0 {
 		if err := eng.Restore(ctx, buf); err != nil {
-			return r.stats, err
+			return r.stats, false, err
 		}
+	}
+	next.lastFull = st.lastFull
+	if full {
+		next.lastFull = now
 	}
 	s.state[fam] = next
 	// Only after the new rules are in force: a flow deleted earlier would
@@ -472,10 +480,10 @@ func (s *IPTables) syncFamily(ctx context.Context, fam lb.IPFamily, ports []Port
 		r.stats.FlowsDeleted = n
 		if err != nil {
 			// The rules are in force; only the cleanup failed.
-			return r.stats, err
+			return r.stats, true, err
 		}
 	}
-	return r.stats, nil
+	return r.stats, true, nil
 }
 
 // estimateSize guesses the restore text size of a full sync of ports, so
@@ -593,7 +601,6 @@ func (s *IPTables) Cleanup(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("nat: %s cleanup: %w", fam, err))
 		}
 	}
-	s.lastFull = time.Time{}
 	return errors.Join(errs...)
 }
 

@@ -567,3 +567,86 @@ func mutate(t *testing.T, v reflect.Value, path string) {
 		t.Fatalf("%s: cannot mutate kind %s", path, v.Kind())
 	}
 }
+
+// failingConntrack is a Conntrack whose every Delete fails.
+type failingConntrack struct{ calls int }
+
+func (f *failingConntrack) Delete(context.Context, lb.IPFamily, []FlowFilter) (int, error) {
+	f.calls++
+	return 0, errors.New("conntrack refused on purpose")
+}
+
+// TestOneFamilysFailureDoesNotForceTheOtherFull: the full-sync clock is
+// per family, so an IPv6 table that refuses every restore leaves IPv4 on
+// partial syncs, and IPv4's stats are returned alongside the error.
+func TestOneFamilysFailureDoesNotForceTheOtherFull(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1e9, 0)
+	s, v4, v6 := newFakeSyncer(t, goldenConfig(), IPTablesOptions{FullSyncInterval: time.Minute, Now: func() time.Time { return now }})
+	v6.BeforeRestore = func([]byte) error { return errors.New("refused on purpose") }
+	services := goldenServices()
+	for i := range 3 {
+		st, err := s.Sync(ctx, services)
+		if err == nil {
+			t.Fatalf("sync %d: the refused IPv6 restore did not fail the sync", i)
+		}
+		if len(st) != 1 || st[0].Family != lb.IPv4 {
+			t.Fatalf("sync %d: stats %+v, want IPv4's only", i, st)
+		}
+		if want := i == 0; st[0].Full != want {
+			t.Errorf("sync %d: IPv4 Full=%v, want %v", i, st[0].Full, want)
+		}
+		now = now.Add(time.Second)
+	}
+	if n := v4.Restores(); n != 1 {
+		t.Errorf("IPv4 restores: %d, want 1 (the partial syncs had nothing to write)", n)
+	}
+	v6.BeforeRestore = nil
+	st, err := s.Sync(ctx, services)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range st {
+		if want := x.Family == lb.IPv6; x.Full != want {
+			t.Errorf("after IPv6 recovered: %s Full=%v, want %v", x.Family, x.Full, want)
+		}
+	}
+}
+
+// TestConntrackFailureDoesNotForceFullSyncs: rules that were applied are
+// applied even when the conntrack cleanup after them fails: the stats say
+// so, and the next sync with nothing changed writes nothing.
+func TestConntrackFailureDoesNotForceFullSyncs(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1e9, 0)
+	ct := &failingConntrack{}
+	v4 := iptables.NewFake(iptables.IPv4)
+	s, err := NewIPTables(goldenConfig(), v4, nil, IPTablesOptions{Conntrack: ct, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns := clusterIPService("kube-system", "dns", "198.51.100.13", 53, "192.0.2.40")
+	dns.Service.Ports[0].Protocol = lb.UDP
+	services := []ServiceEndpoints{dns}
+	st, err := s.Sync(ctx, services)
+	if err == nil || ct.calls == 0 {
+		t.Fatalf("the full sync did not try (and fail) the conntrack cleanup: calls %d, err %v", ct.calls, err)
+	}
+	if len(st) != 1 || !st[0].Full || st[0].Ports != 1 {
+		t.Fatalf("stats of the applied full sync: %+v", st)
+	}
+	restores := v4.Restores()
+	for i := range 3 {
+		now = now.Add(time.Second)
+		st, err := s.Sync(ctx, services)
+		if err != nil {
+			t.Fatalf("sync %d: nothing changed, yet: %v", i, err)
+		}
+		if len(st) != 1 || st[0].Full || st[0].Changed != 0 {
+			t.Errorf("sync %d: stats %+v, want one partial sync with no change", i, st)
+		}
+	}
+	if n := v4.Restores(); n != restores {
+		t.Errorf("%d restores after the first sync, want none: nothing changed", n-restores)
+	}
+}
