@@ -950,7 +950,7 @@ func (a *Announcer) handleARP(f *Frame) {
 	if isZeroMAC(dst) || equalMAC(dst, broadcastMAC) || dst[0]&1 != 0 {
 		dst = f.Source
 	}
-	frame, err := AppendARPFrame(nil, dst, a.mac, &reply)
+	frame, err := AppendARPFrame(make([]byte, 0, MinFrameLen), dst, a.mac, &reply)
 	if err != nil {
 		a.malformed(err)
 		return
@@ -987,13 +987,13 @@ func (a *Announcer) handleNDP(f *Frame) {
 		a.stats.ignored.Add(1)
 		return
 	}
-	if !a.owns(m.Target) { // as in handleARP, and before IPv6MulticastMAC allocates
+	if !a.owns(m.Target) { // as in handleARP
 		a.stats.ignored.Add(1)
 		return
 	}
 	snm := SolicitedNodeMulticast(m.Target)
 	if (m.Destination != snm && m.Destination != m.Target) ||
-		(!equalMAC(f.Destination, IPv6MulticastMAC(snm)) && !equalMAC(f.Destination, a.mac)) {
+		(!isIPv6MulticastMACOf(f.Destination, snm) && !equalMAC(f.Destination, a.mac)) {
 		a.stats.ignored.Add(1)
 		return
 	}
@@ -1007,13 +1007,17 @@ func (a *Announcer) handleNDP(f *Frame) {
 	default:
 		dst = f.Source
 	}
-	frame, err := AppendNeighborFrame(nil, dst, a.mac, &na)
+	frame, err := AppendNeighborFrame(make([]byte, 0, advertisementFrameLen), dst, a.mac, &na)
 	if err != nil {
 		a.malformed(err)
 		return
 	}
 	a.answer(m.Target, dst, &a.stats.advertisements, frame, "neighbor advertisement", m.Source)
 }
+
+// advertisementFrameLen is the length of the neighbour advertisements the
+// Announcer answers with: untagged, with a target link-layer address.
+const advertisementFrameLen = EthernetHeaderLen + ipv6HeaderLen + ndMessageLen + 8
 
 // answer sends a reply about vip if vip is owned, and counts it as ignored
 // otherwise.
@@ -1027,7 +1031,9 @@ func (a *Announcer) answer(vip netip.Addr, dst net.HardwareAddr, counter *atomic
 			a.log.Warn(what, "vip", vip, "to", to, "err", err)
 		}
 		a.writeFailed(err)
-	default:
+	case a.log.Enabled(context.Background(), slog.LevelDebug):
+		// Guarded: the arguments alone cost allocations on every answer,
+		// for a record that is usually discarded.
 		a.log.Debug(what, "vip", vip, "to", to, "mac", dst)
 	}
 }

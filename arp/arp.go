@@ -173,11 +173,18 @@ func ReplyTo(req *Packet, mac net.HardwareAddr) Packet {
 }
 
 // AppendARPFrame appends an Ethernet frame from src to dst carrying p.
+// It encodes nothing when the addresses or p are invalid.
 func AppendARPFrame(b []byte, dst, src net.HardwareAddr, p *Packet) ([]byte, error) {
-	payload, err := p.Append(make([]byte, 0, PacketLen))
+	f := Frame{Destination: dst, Source: src, EtherType: EtherTypeARP}
+	if err := f.Validate(); err != nil {
+		return b, err
+	}
+	start := len(b)
+	// The packet is encoded in place, after the header: no buffer of its
+	// own.
+	out, err := p.Append(f.appendHeader(b))
 	if err != nil {
 		return b, err
 	}
-	f := Frame{Destination: dst, Source: src, EtherType: EtherTypeARP, Payload: payload}
-	return f.Append(b)
+	return padFrame(out, start), nil
 }

@@ -169,6 +169,14 @@ func (f *Frame) Append(b []byte) ([]byte, error) {
 		return b, err
 	}
 	start := len(b)
+	b = f.appendHeader(b)
+	b = append(b, f.Payload...)
+	return padFrame(b, start), nil
+}
+
+// appendHeader appends the header of f, which must be valid, up to and
+// including its EtherType.
+func (f *Frame) appendHeader(b []byte) []byte {
 	b = append(b, f.Destination...)
 	b = append(b, f.Source...)
 	for _, v := range f.VLANs {
@@ -183,12 +191,16 @@ func (f *Frame) Append(b []byte) ([]byte, error) {
 		b = binary.BigEndian.AppendUint16(b, uint16(tpid))
 		b = binary.BigEndian.AppendUint16(b, tci)
 	}
-	b = binary.BigEndian.AppendUint16(b, uint16(f.EtherType))
-	b = append(b, f.Payload...)
-	for len(b)-start < MinFrameLen {
-		b = append(b, 0)
+	return binary.BigEndian.AppendUint16(b, uint16(f.EtherType))
+}
+
+// padFrame pads the frame that starts at b[start] with zeros to
+// MinFrameLen.
+func padFrame(b []byte, start int) []byte {
+	if n := MinFrameLen - (len(b) - start); n > 0 {
+		b = append(b, make([]byte, n)...)
 	}
-	return b, nil
+	return b
 }
 
 // MarshalBinary encodes f (see Append).
@@ -215,6 +227,13 @@ func IPv6MulticastMAC(ip netip.Addr) net.HardwareAddr {
 	}
 	a := ip.As16()
 	return net.HardwareAddr{0x33, 0x33, a[12], a[13], a[14], a[15]}
+}
+
+// isIPv6MulticastMACOf reports whether mac is IPv6MulticastMAC(ip), for a
+// multicast ip, without allocating.
+func isIPv6MulticastMACOf(mac net.HardwareAddr, ip netip.Addr) bool {
+	a := ip.As16()
+	return len(mac) == 6 && mac[0] == 0x33 && mac[1] == 0x33 && string(mac[2:]) == string(a[12:])
 }
 
 func isZeroMAC(m net.HardwareAddr) bool {

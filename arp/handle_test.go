@@ -121,3 +121,49 @@ func BenchmarkHandle(b *testing.B) {
 		})
 	}
 }
+
+// countHandler counts the debug records it is given.
+type countHandler struct {
+	mu    sync.Mutex
+	debug int
+}
+
+func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *countHandler) WithGroup(string) slog.Handler            { return h }
+func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r.Level == slog.LevelDebug {
+		h.debug++
+	}
+	return nil
+}
+
+// TestHandleAnswerCost: with the default (discarding) logger an answer
+// costs two allocations, the frame and the socket address, and no more for
+// a debug record nobody reads; with a logger that wants debug records,
+// every answer still gets one.
+func TestHandleAnswerCost(t *testing.T) {
+	a, _ := handleAnnouncer(t, nil)
+	h := &countHandler{}
+	logged, _ := handleAnnouncer(t, slog.New(h))
+	for _, tt := range handleCases(t) {
+		if !tt.answer {
+			continue
+		}
+		if allocs := testing.AllocsPerRun(100, func() { a.handle(tt.frame) }); allocs > 2 {
+			t.Errorf("%s: %v allocations per answer, want at most 2", tt.name, allocs)
+		}
+		h.mu.Lock()
+		before := h.debug
+		h.mu.Unlock()
+		logged.handle(tt.frame)
+		h.mu.Lock()
+		got := h.debug - before
+		h.mu.Unlock()
+		if got != 1 {
+			t.Errorf("%s: %d debug records for one answer, want 1", tt.name, got)
+		}
+	}
+}

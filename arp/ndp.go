@@ -363,12 +363,17 @@ func checksumFold(sum uint32) uint16 {
 }
 
 // AppendNeighborFrame appends an Ethernet frame from src to dst carrying the
-// IPv6 packet m.
+// IPv6 packet m. It encodes nothing when the addresses or m are invalid.
 func AppendNeighborFrame(b []byte, dst, src net.HardwareAddr, m *NeighborMessage) ([]byte, error) {
-	payload, err := m.Append(make([]byte, 0, m.Len()))
+	f := Frame{Destination: dst, Source: src, EtherType: EtherTypeIPv6}
+	if err := f.Validate(); err != nil {
+		return b, err
+	}
+	start := len(b)
+	// Encoded in place, as in AppendARPFrame.
+	out, err := m.Append(f.appendHeader(b))
 	if err != nil {
 		return b, err
 	}
-	f := Frame{Destination: dst, Source: src, EtherType: EtherTypeIPv6, Payload: payload}
-	return f.Append(b)
+	return padFrame(out, start), nil
 }
