@@ -149,6 +149,11 @@ func Canonical(t Table, rs *Ruleset) (*Ruleset, error) {
 	if err := Validate(t, rs); err != nil {
 		return nil, err
 	}
+	return canonical(t, rs)
+}
+
+// canonical is Canonical for a ruleset Validate accepted.
+func canonical(t Table, rs *Ruleset) (*Ruleset, error) {
 	known := map[string]*Set{}
 	for i := range rs.Sets {
 		def := rs.Sets[i]

@@ -551,7 +551,7 @@ func plan(t Table, state *Ruleset, sc *schema, desired *Ruleset, read func() (*R
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, nil, err
 	}
-	want, err := Canonical(t, desired)
+	want, err := canonical(t, desired) // validated above
 	if err != nil {
 		return nil, nil, err
 	}
