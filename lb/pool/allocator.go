@@ -278,9 +278,12 @@ func (a *Allocator) SetPools(pools []AddressPool) ([]Change, error) {
 //
 // Item.Request is stored as the service's request (used by later
 // re-allocations); Item.Request.Service may be left empty and then defaults
-// to Item.Service. Item.Pool is ignored: the pool is the one that owns the
-// addresses now, whatever the request asked for. A later Allocate with a
-// request the restored addresses do not satisfy moves the service.
+// to Item.Service. When Item.Request has neither Family nor IPs, its Family
+// is taken from Item.IPs (an IPv6 or dual-stack service restored with an
+// empty request wants what it held, not IPv4). Item.Pool is ignored: the
+// pool is the one that owns the addresses now, whatever the request asked
+// for. A later Allocate with a request the restored addresses do not
+// satisfy moves the service.
 //
 // An item whose addresses are not all in the configured pools is not
 // restored: its result lists them in NotInPool and its Err wraps
@@ -309,6 +312,12 @@ func (a *Allocator) restoreOne(it Assignment) RestoreResult {
 		res.Err = &ValidationError{Field: "assignment.request.service", Value: req.Service,
 			Reason: "differs from assignment.service " + quote(it.Service)}
 		return res
+	}
+	if req.Family == 0 && len(req.IPs) == 0 {
+		// The service wants what it held: defaulting to IPv4 would make an
+		// IPv6 or dual-stack service's own addresses not fit its request,
+		// and the next SetPools or Allocate would move it.
+		req.Family = familiesOf(it.IPs)
 	}
 	n, err := normalize(req)
 	if err != nil {

@@ -373,3 +373,32 @@ func TestRestoreAddressesInTwoPools(t *testing.T) {
 	require.Nil(t, a.Holders(ip("192.0.2.9")), "a service that was not restored holds 192.0.2.9")
 	require.Nil(t, a.Holders(ip("2001:db8::9")), "a service that was not restored holds 2001:db8::9")
 }
+
+// TestSetPoolsAfterRestoreKeepsIPv6AndDualStack: a restored item whose
+// request leaves Family zero wants the families of its restored addresses,
+// not IPv4, so a SetPools with an unchanged configuration right after the
+// Restore moves nobody.
+func TestSetPoolsAfterRestoreKeepsIPv6AndDualStack(t *testing.T) {
+	pools := []AddressPool{mkPool(t, "p", "192.0.2.0/30", "2001:db8::/126")}
+	a := mustNew(t, pools...)
+	res := a.Restore([]Assignment{
+		{Service: "v6", IPs: addrs("2001:db8::2")},
+		{Service: "dual", IPs: addrs("192.0.2.2", "2001:db8::3")},
+	})
+	for _, r := range res {
+		require.NoError(t, r.Err, "restore %s", r.Service)
+	}
+	changes, err := a.SetPools(pools)
+	require.NoError(t, err)
+	require.Empty(t, changes, "SetPools with the same pools changed %+v", changes)
+	require.Equal(t, IPv6, res[0].Assignment.Request.Family, "v6 = %+v", res[0])
+	require.Equal(t, DualStack, res[1].Assignment.Request.Family, "dual = %+v", res[1])
+	v6, _ := a.Assignment("v6")
+	wantIPs(t, v6, "p", "2001:db8::2")
+	dual, _ := a.Assignment("dual")
+	wantIPs(t, dual, "p", "192.0.2.2", "2001:db8::3")
+	// An Allocate with the stored request keeps them too.
+	wantIPs(t, mustAlloc(t, a, v6.Request), "p", "2001:db8::2")
+	wantIPs(t, mustAlloc(t, a, dual.Request), "p", "192.0.2.2", "2001:db8::3")
+	checkInvariants(t, a)
+}
