@@ -81,8 +81,11 @@ func tableExists(d Dumper, t Table) (bool, error) {
 	return false, err
 }
 
-// readRaw dumps chains, sets with their elements, and rules of the table.
-func readRaw(d Dumper, t Table, withRules bool) (*rawRuleset, error) {
+// readRaw dumps chains, sets with their elements, and rules of the table;
+// without full only the definitions of chains and sets (no elements:
+// at scale they are most of the table, and definitions are all Apply's
+// validation needs).
+func readRaw(d Dumper, t Table, full bool) (*rawRuleset, error) {
 	ok, err := tableExists(d, t)
 	if err != nil {
 		return nil, err
@@ -120,11 +123,11 @@ func readRaw(d Dumper, t Table, withRules bool) (*rawRuleset, error) {
 		rr.sets[s.Name] = s
 		names = append(names, s.Name)
 	}
+	if !full {
+		return rr, nil
+	}
 	for _, name := range names {
 		s := rr.sets[name]
-		if !withRules && isAnonName(name) {
-			continue
-		}
 		msgs, err := dump(d, t, unix.NFT_MSG_GETSETELEM, true, []netlink.Attribute{
 			{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: cstr(t.Name)},
 			{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: cstr(name)},
@@ -145,9 +148,6 @@ func readRaw(d Dumper, t Table, withRules bool) (*rawRuleset, error) {
 			return nil, err
 		}
 		s.Elements = es
-	}
-	if !withRules {
-		return rr, nil
 	}
 	msgs, err = dump(d, t, unix.NFT_MSG_GETRULE, true, []netlink.Attribute{{Type: unix.NFTA_RULE_TABLE, Data: cstr(t.Name)}})
 	if err != nil {
