@@ -440,6 +440,7 @@ func TestAnswersNeighborSolicitations(t *testing.T) {
 	}{
 		{"not owned", ndFrame(t, IPv6MulticastMAC(SolicitedNodeMulticast(vip6b)), macC, solicit(clnt6, vip6b, macC)), false},
 		{"hop limit 64", ndFrame(t, snmMAC, macC, offLink), true},
+		{"multicast source", ndFrame(t, snmMAC, macC, solicit(allNodes, vip6, macC)), true},
 		{"bad checksum", badSum, true},
 		{"destination is another group", ndFrame(t, IPv6MulticastMAC(wrongGroup.Destination), macC, wrongGroup), false},
 		{"Ethernet destination of another group", ndFrame(t, IPv6MulticastMAC(SolicitedNodeMulticast(vip6b)), macC, solicit(clnt6, vip6, macC)), false},

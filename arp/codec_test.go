@@ -346,6 +346,12 @@ func TestCheckReceived(t *testing.T) {
 		}, "NeighborMessage.Destination"},
 		{"DAD with SLLA", func(m *NeighborMessage) { m.Source = netip.IPv6Unspecified() }, "NeighborMessage.LinkLayerAddr"},
 		{"solicited NA to multicast", func(m *NeighborMessage) { m.Type = TypeNeighborAdvertisement; m.Solicited = true }, "NeighborMessage.Solicited"},
+		{"NS from all-nodes", func(m *NeighborMessage) { m.Source = netip.MustParseAddr("ff02::1") }, "NeighborMessage.Source"},
+		{"NA from a group", func(m *NeighborMessage) {
+			m.Type = TypeNeighborAdvertisement
+			m.Source = SolicitedNodeMulticast(clnt6)
+			m.Destination = clnt6
+		}, "NeighborMessage.Source"},
 	}
 	if err := ok.CheckReceived(); err != nil {
 		t.Fatal(err)

@@ -225,7 +225,8 @@ func (m *NeighborMessage) Validate() error {
 
 // CheckReceived applies the validity checks a receiver must make before it
 // acts on the message (RFC 4861 sections 7.1.1 and 7.1.2): hop limit 255,
-// code 0, a target that is not multicast; for a solicitation from the
+// code 0, a target that is not multicast, a source that is not multicast
+// (RFC 4291 section 2.7); for a solicitation from the
 // unspecified address, a solicited-node multicast destination and no source
 // link-layer address; for an advertisement to a multicast address, Solicited
 // clear. The checksum and lengths were checked by ParseNeighborMessage.
@@ -237,6 +238,10 @@ func (m *NeighborMessage) CheckReceived() error {
 		return invalid("NeighborMessage.Code", fmt.Sprintf("%d is not 0", m.Code))
 	case !m.Target.Is6() || m.Target.IsMulticast():
 		return invalid("NeighborMessage.Target", fmt.Sprintf("%v is multicast or not IPv6", m.Target))
+	case m.Source.IsMulticast():
+		// No IPv6 packet comes from a group (RFC 4291 section 2.7), and
+		// a solicited answer to one would go to every member.
+		return invalid("NeighborMessage.Source", fmt.Sprintf("%v is multicast", m.Source))
 	}
 	switch m.Type {
 	case TypeNeighborSolicitation:
