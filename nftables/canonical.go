@@ -97,7 +97,7 @@ func validateTx(base *schema, tx *Transaction) error {
 			if o.kind == opDelElems {
 				// Only keys matter for a deletion.
 				for j := range o.elems {
-					if err := checkKeyOnly(fmt.Sprintf("%s.elements[%d]", path, j), s, &o.elems[j]); err != nil {
+					if err := checkElemKey(fmt.Sprintf("%s.elements[%d]", path, j), s, &o.elems[j], s.Interval); err != nil {
 						return err
 					}
 				}
@@ -110,22 +110,6 @@ func validateTx(base *schema, tx *Transaction) error {
 			}
 		default:
 			return &ValidationError{path, fmt.Sprintf("unknown operation %d", o.kind)}
-		}
-	}
-	return nil
-}
-
-// checkKeyOnly checks the key of an element to delete.
-func checkKeyOnly(path string, s *Set, e *Element) error {
-	if len(e.Key) != len(s.Key) {
-		return &ValidationError{path + ".key", fmt.Sprintf("%d key values for a key of %d fields", len(e.Key), len(s.Key))}
-	}
-	for j, v := range e.Key {
-		if v.Type() != s.Key[j] {
-			return &ValidationError{fmt.Sprintf("%s.key[%d]", path, j), fmt.Sprintf("value %s has type %s, want %s", v, v.Type(), s.Key[j])}
-		}
-		if err := checkElemValue(v, s.Interval); err != nil {
-			return &ValidationError{fmt.Sprintf("%s.key[%d]", path, j), err.Error()}
 		}
 	}
 	return nil

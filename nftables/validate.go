@@ -708,26 +708,29 @@ func (v Verdict) check(c *ruleCheck) error {
 			return c.fail(".chain", "%s takes no chain", v)
 		}
 	case VerdictJump, VerdictGoto:
-		return c.checkTarget(".chain", v.Chain)
+		return c.sc.checkJumpTarget(fmt.Sprintf("%s.stmts[%d].chain", c.path, c.idx), v.Chain)
 	default:
 		return c.fail(".kind", "unknown verdict kind %d", v.Kind)
 	}
 	return nil
 }
 
-func (c *ruleCheck) checkTarget(sub, name string) error {
-	if err := checkName(fmt.Sprintf("%s.stmts[%d]%s", c.path, c.idx, sub), "chain", name); err != nil {
+// checkJumpTarget checks the chain a jump or goto (in a rule or a verdict
+// map element) names: a valid name and, when the table is known, an
+// existing regular chain (the kernel refuses a jump to a base chain).
+func (sc *schema) checkJumpTarget(path, name string) error {
+	if err := checkName(path, "chain", name); err != nil {
 		return err
 	}
-	if !c.sc.known {
+	if !sc.known {
 		return nil
 	}
-	t := c.sc.chain(name)
+	t := sc.chain(name)
 	if t == nil {
-		return c.fail(sub, "no chain %q", name)
+		return &ValidationError{path, fmt.Sprintf("no chain %q", name)}
 	}
 	if t.Base != nil {
-		return c.fail(sub, "cannot jump to base chain %q", name)
+		return &ValidationError{path, fmt.Sprintf("cannot jump to base chain %q", name)}
 	}
 	return nil
 }
@@ -1074,7 +1077,9 @@ func (sc *schema) checkElements(path string, s *Set, anonymous bool) error {
 	return nil
 }
 
-func (sc *schema) checkElement(path string, s *Set, e *Element, anonymous bool) error {
+// checkElemKey checks the key of an element against its set's key types;
+// allowPrefix admits address prefixes. It is all a deletion needs.
+func checkElemKey(path string, s *Set, e *Element, allowPrefix bool) error {
 	if len(e.Key) != len(s.Key) {
 		return &ValidationError{path + ".key", fmt.Sprintf("%d key values for a key of %d fields", len(e.Key), len(s.Key))}
 	}
@@ -1082,9 +1087,16 @@ func (sc *schema) checkElement(path string, s *Set, e *Element, anonymous bool) 
 		if v.Type() != s.Key[j] {
 			return &ValidationError{fmt.Sprintf("%s.key[%d]", path, j), fmt.Sprintf("value %s has type %s, want %s", v, v.Type(), s.Key[j])}
 		}
-		if err := checkElemValue(v, s.Interval || (anonymous && len(s.Key) == 1 && !s.IsMap())); err != nil {
+		if err := checkElemValue(v, allowPrefix); err != nil {
 			return &ValidationError{fmt.Sprintf("%s.key[%d]", path, j), err.Error()}
 		}
+	}
+	return nil
+}
+
+func (sc *schema) checkElement(path string, s *Set, e *Element, anonymous bool) error {
+	if err := checkElemKey(path, s, e, s.Interval || (anonymous && len(s.Key) == 1 && !s.IsMap())); err != nil {
+		return err
 	}
 	switch {
 	case s.IsVerdictMap():
@@ -1094,17 +1106,8 @@ func (sc *schema) checkElement(path string, s *Set, e *Element, anonymous bool) 
 		switch e.Verdict.Kind {
 		case VerdictAccept, VerdictDrop, VerdictReturn, VerdictContinue:
 		case VerdictJump, VerdictGoto:
-			if err := checkName(path+".verdict.chain", "chain", e.Verdict.Chain); err != nil {
+			if err := sc.checkJumpTarget(path+".verdict.chain", e.Verdict.Chain); err != nil {
 				return err
-			}
-			if sc.known {
-				t := sc.chain(e.Verdict.Chain)
-				if t == nil {
-					return &ValidationError{path + ".verdict.chain", fmt.Sprintf("no chain %q", e.Verdict.Chain)}
-				}
-				if t.Base != nil {
-					return &ValidationError{path + ".verdict.chain", fmt.Sprintf("cannot jump to base chain %q", e.Verdict.Chain)}
-				}
 			}
 		default:
 			return &ValidationError{path + ".verdict", "unknown verdict kind"}

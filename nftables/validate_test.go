@@ -216,3 +216,40 @@ func TestValidateTransaction(t *testing.T) {
 		t.Errorf("unknown state: %v", err)
 	}
 }
+
+// TestJumpTargetAndKeyChecksAgree: a jump in a rule and a jump in a
+// verdict map element are checked by one helper, and so are the key of an
+// element added and of an element deleted: each bad input gets the same
+// reason on both sides.
+func TestJumpTargetAndKeyChecksAgree(t *testing.T) {
+	base := &BaseChain{Type: ChainTypeFilter, Hook: HookInput}
+	reason := func(err error) string {
+		t.Helper()
+		var ve *ValidationError
+		if !errors.As(err, &ve) {
+			t.Fatalf("got %v, want a ValidationError", err)
+		}
+		return ve.Reason
+	}
+	for _, target := range []string{"nowhere", "in", "bad name!"} {
+		chains := []Chain{{Name: "in", Base: base}}
+		inRule := &Ruleset{Chains: append(chains, Chain{Name: "c", Rules: []Rule{R(Jump(target))}})}
+		inElem := &Ruleset{Chains: chains, Sets: []Set{{Name: "v", Key: []Type{TypeMark}, Data: []Type{TypeVerdict},
+			Elements: []Element{VMapElem(Jump(target), Mark(1))}}}}
+		r, e := reason(Validate(testTable, inRule)), reason(Validate(testTable, inElem))
+		if r != e || !strings.Contains(r, target) {
+			t.Errorf("jump to %q: rule %q, element %q", target, r, e)
+		}
+	}
+	s := Set{Name: "s", Key: []Type{TypeIPv4Addr, TypeInetService}}
+	known := &Ruleset{Sets: []Set{s}}
+	for _, el := range []Element{E(Addr(a("192.0.2.1"))), E(Addr(a("192.0.2.1")), Proto(tcp)), E(Prefix(p("192.0.2.0/24")), Port(1))} {
+		add, del := &Transaction{}, &Transaction{}
+		add.AddElements("s", el)
+		del.DeleteElements("s", el)
+		ra, rd := reason(ValidateTransaction(testTable, known, add)), reason(ValidateTransaction(testTable, known, del))
+		if ra != rd {
+			t.Errorf("element %s: add %q, delete %q", el.keyString(), ra, rd)
+		}
+	}
+}
