@@ -532,25 +532,40 @@ func (s *IPTables) chainHash(fam lb.IPFamily, t iptables.Table, c *iptables.Chai
 }
 
 // missingHooks returns the hooks of table t that the iptables-save text
-// does not hold, in hooks order. A hook is recognised by its exact save
-// line, which the typed rule renders canonically.
+// does not hold, in hooks order.
 func missingHooks(save []byte, hooks []hook, t iptables.Table) []iptables.ChainRule {
-	present := map[string]bool{}
-	for line := range bytes.Lines(save) {
-		if bytes.HasPrefix(line, []byte("-A ")) {
-			present[string(bytes.TrimRight(line, "\n"))] = true
-		}
-	}
+	found := foundHooks(save, hooks, t)
 	var out []iptables.ChainRule
-	for _, h := range hooks {
-		if h.table != t {
-			continue
-		}
-		if !present["-A "+string(h.chain)+" "+h.rule.String()] {
+	for i, h := range hooks {
+		if h.table == t && !found[i] {
 			out = append(out, iptables.ChainRule{Chain: h.chain, Rule: h.rule})
 		}
 	}
 	return out
+}
+
+// foundHooks reports, for each of hooks, whether it belongs to table t and
+// the iptables-save text holds it. A hook is recognised by its exact save
+// line, which the typed rule renders canonically. Only the wanted lines
+// become map keys; each line of the save (tens of megabytes for a large
+// cluster) is looked up without being copied.
+func foundHooks(save []byte, hooks []hook, t iptables.Table) []bool {
+	want := make(map[string][]int, len(hooks))
+	for i, h := range hooks {
+		if h.table == t {
+			line := "-A " + string(h.chain) + " " + h.rule.String()
+			want[line] = append(want[line], i)
+		}
+	}
+	found := make([]bool, len(hooks))
+	for line := range bytes.Lines(save) {
+		if idx, ok := want[string(bytes.TrimSuffix(line, []byte("\n")))]; ok {
+			for _, i := range idx {
+				found[i] = true
+			}
+		}
+	}
+	return found
 }
 
 // Render returns, per family, the iptables-restore text a full sync of
@@ -613,12 +628,10 @@ func (s *IPTables) cleanupFamily(ctx context.Context, fam lb.IPFamily, eng iptab
 			return err
 		}
 		chains := iptables.ListChainNames(save, s.cfg.Prefix)
-		missing := missingHooks(save, hooks, t)
+		found := foundHooks(save, hooks, t)
 		var present []hook
-		for _, h := range hooks {
-			if h.table == t && !slices.ContainsFunc(missing, func(m iptables.ChainRule) bool {
-				return m.Chain == h.chain && m.Rule.String() == h.rule.String()
-			}) {
+		for i, h := range hooks {
+			if found[i] {
 				present = append(present, h)
 			}
 		}
