@@ -284,13 +284,26 @@ func newAnnouncer(ifi *net.Interface, conn sender, readers []reader, cfg Config)
 	a.ifi.HardwareAddr = a.mac
 	a.mc, _ = conn.(groupJoiner)
 	a.wd, _ = conn.(writeDeadliner)
+	lw, follow := conn.(linkWatcher)
+	if follow {
+		// Take in a state already reported (Dial's connection reports
+		// the link's state when it opens) before New returns, so that an
+		// Acquire right after it does not write on a link that is down.
+		select {
+		case s, ok := <-lw.LinkStates():
+			if ok {
+				a.setLink(s)
+			}
+		default:
+		}
+	}
 	a.wg.Add(1)
 	go a.scheduleLoop()
 	for _, r := range readers {
 		a.wg.Add(1)
 		go a.readLoop(r)
 	}
-	if lw, ok := conn.(linkWatcher); ok {
+	if follow {
 		a.wg.Add(1)
 		go a.linkLoop(lw.LinkStates())
 	}

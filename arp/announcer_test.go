@@ -858,3 +858,42 @@ func TestCloseIsIdempotent(t *testing.T) {
 		t.Fatalf("Interface = %+v", got)
 	}
 }
+
+// TestLinkDownAtNew: a link the connection already reports down when New
+// runs is down for an Acquire right after New: nothing is tried until it
+// comes up, and then the burst goes out.
+func TestLinkDownAtNew(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for i := range 20 {
+		conn := NewFakeConn()
+		if err := conn.SetLink(LinkDown); err != nil {
+			t.Fatal(err)
+		}
+		a, err := New(ifA, conn, Config{AnnounceCount: 2, AnnounceInterval: 5 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Acquire(context.Background(), vip4, vip6); err != nil {
+			t.Fatal(err)
+		}
+		if s := a.Stats(); s.WriteErrors != 0 || s.Announcements != 0 {
+			a.Close()
+			t.Fatalf("run %d: stats %+v: nothing may be tried while the link is down", i, s)
+		}
+		if err := conn.SetLink(LinkUp); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err = conn.Next(ctx, 3) // the burst: 2 per VIP
+		cancel()
+		if err != nil {
+			t.Fatalf("run %d: no burst after the link came up: %v (stats %+v)", i, err, a.Stats())
+		}
+		if s := a.Stats(); s.WriteErrors != 0 {
+			t.Fatalf("run %d: stats %+v", i, s)
+		}
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

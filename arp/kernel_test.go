@@ -780,17 +780,46 @@ func TestKernelLinkUpAnnouncesAgain(t *testing.T) {
 	if s := a.Stats(); s.Announcements != 4 || s.WriteErrors != 0 {
 		t.Fatalf("stats %+v: nothing may be sent or tried while the link is down", s)
 	}
+	linkUpCorrects(t, client, ann, a, 8)
+}
+
+// linkUpCorrects brings ann's link up and waits until client maps both VIPs
+// to ann and a has sent want announcements in all.
+func linkUpCorrects(t *testing.T, client, ann *nettest.Host, a *Announcer, want uint64) {
+	t.Helper()
 	ann.MustRun(t, "ip", "link", "set", "lan", "up")
 	for _, vip := range []netip.Addr{kvip4, kvip6} {
 		d := waitNeighbour(t, client, vip, ann.MAC(), 3*time.Second)
 		t.Logf("%v back at the announcer %v after ip link set up", vip, d)
 	}
-	deadline = time.Now().Add(3 * time.Second)
-	for a.Stats().Announcements < 8 {
+	deadline := time.Now().Add(3 * time.Second)
+	for a.Stats().Announcements < want {
 		if time.Now().After(deadline) {
 			t.Fatalf("no full burst after the link came up: %+v", a.Stats())
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestKernelDialOnLinkDown: an Announcer dialled on an interface that is
+// down and told to acquire at once tries nothing (no write errors) and
+// sends its burst when the link comes up.
+func TestKernelDialOnLinkDown(t *testing.T) {
+	client, ann := clientAndAnnouncer(t)
+	bogus := net.HardwareAddr{0x02, 0x1b, 0xee, 0, 0, 0x98}
+	for _, vip := range []netip.Addr{kvip4, kvip6} {
+		setNeighbour(t, client, vip, bogus)
+	}
+	ann.MustRun(t, "ip", "link", "set", "lan", "down")
+	a := dialOn(t, ann, Config{AnnounceCount: 2, AnnounceInterval: 50 * time.Millisecond})
+	acquireOn(t, a, kvip4, kvip6)
+	time.Sleep(100 * time.Millisecond)
+	if s := a.Stats(); s.Announcements != 0 || s.WriteErrors != 0 {
+		t.Fatalf("stats %+v: nothing may be sent or tried while the link is down", s)
+	}
+	linkUpCorrects(t, client, ann, a, 4)
+	if s := a.Stats(); s.WriteErrors != 0 {
+		t.Fatalf("stats %+v", s)
 	}
 }
 
