@@ -8,7 +8,6 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"reflect"
-	"slices"
 	"sync"
 	"time"
 
@@ -293,7 +292,7 @@ func (r *renderer) render(ports []Port, old *iptState, full bool, saves map[ipta
 		st.ports[p.Key] = pr
 		ordered = append(ordered, pr)
 		if !full && prev != nil {
-			stale = append(stale, goneChains(prev.chains, pr.chains)...)
+			stale = append(stale, iptables.Stale(prev.chains, pr.chains)...)
 		}
 	}
 	if !full {
@@ -306,21 +305,19 @@ func (r *renderer) render(ports []Port, old *iptState, full bool, saves map[ipta
 	natGlobal, fltGlobal := r.b.globalChains(ordered)
 	edits := []tableEdit{{table: iptables.TableNAT}, {table: iptables.TableFilter}}
 	if full && saves != nil {
-		desired := map[iptables.Table]map[iptables.ChainName]bool{iptables.TableNAT: {}, iptables.TableFilter: {}}
+		desired := map[iptables.Table][]iptables.ChainName{}
 		for _, pr := range ordered {
-			for _, c := range pr.chains {
-				desired[iptables.TableNAT][c] = true
-			}
+			desired[iptables.TableNAT] = append(desired[iptables.TableNAT], pr.chains...)
 		}
 		for _, c := range natGlobal {
-			desired[iptables.TableNAT][c.Name] = true
+			desired[iptables.TableNAT] = append(desired[iptables.TableNAT], c.Name)
 		}
 		for _, c := range fltGlobal {
-			desired[iptables.TableFilter][c.Name] = true
+			desired[iptables.TableFilter] = append(desired[iptables.TableFilter], c.Name)
 		}
 		for i := range edits {
 			e := &edits[i]
-			e.delete = staleChains(iptables.ListChainNames(saves[e.table], s.cfg.Prefix), desired[e.table])
+			e.delete = iptables.Stale(iptables.ListChainNames(saves[e.table], s.cfg.Prefix), desired[e.table])
 			e.insert = missingHooks(saves[e.table], s.names.hooks(), e.table)
 		}
 	} else {
@@ -393,17 +390,6 @@ func (r *renderer) render(ports []Port, old *iptState, full bool, saves map[ipta
 	}
 	st.valid = true
 	return st, nil
-}
-
-// goneChains returns the chains of prev that next does not have.
-func goneChains(prev, next []iptables.ChainName) []iptables.ChainName {
-	var out []iptables.ChainName
-	for _, c := range prev {
-		if !slices.Contains(next, c) {
-			out = append(out, c)
-		}
-	}
-	return out
 }
 
 // syncFamily syncs one family. applied reports that its rules are in force
@@ -497,16 +483,6 @@ func estimateSize(ports []Port) int {
 		n += 800 + 500*len(ports[i].Endpoints.Reachable)
 	}
 	return n
-}
-
-func staleChains(existing []iptables.ChainName, desired map[iptables.ChainName]bool) []iptables.ChainName {
-	var out []iptables.ChainName
-	for _, c := range existing {
-		if !desired[c] {
-			out = append(out, c)
-		}
-	}
-	return out
 }
 
 // chainHash renders c alone and hashes the text, to tell whether a shared
