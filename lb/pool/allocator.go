@@ -201,7 +201,11 @@ func (a *Allocator) Stats() []PoolStats {
 // ChangeReallocated, with the departed addresses in Left, or ChangeRevoked
 // with Err when no address can be found. So after SetPools, an Allocate
 // with a service's own request never moves it. Services are re-allocated
-// in service-name order, after all the unaffected ones are in place.
+// in service-name order, after all the unaffected ones are in place; an
+// address that a re-allocated service may keep is reserved for it, so an
+// earlier one in that order does not take it. A service that finds no
+// address is tried once more at the end, when the addresses kept for
+// others but not used by them are free again.
 // Changes are returned sorted by service; unaffected services are not
 // listed.
 func (a *Allocator) SetPools(pools []AddressPool) ([]Change, error) {
@@ -244,25 +248,88 @@ func (a *Allocator) SetPools(pools []AddressPool) ([]Change, error) {
 			changes = append(changes, Change{Service: name, Kind: ChangeRepooled, Old: sv.assignment(), New: nsv.assignment()})
 		}
 	}
-	for _, sv := range evicted {
-		ch := Change{Service: sv.req.Service, Old: sv.assignment()}
-		var kept []netip.Addr
+	// An evicted service keeps those of its addresses that are still in a
+	// pool when its request allows (mayKeep). Reserve them all first (out of
+	// the free sets), so that a service re-allocated earlier in name order
+	// does not take, as the lowest free address, one that a later service
+	// could keep; each service gets its own back just before it is
+	// re-allocated.
+	type evictee struct {
+		sv               *svcState
+		kept, left, mine []netip.Addr // mine: the kept ones it may keep
+	}
+	evs := make([]evictee, len(evicted))
+	keepers := map[netip.Addr]int{}   // evicted services not yet re-allocated that keep the address
+	reserved := map[netip.Addr]bool{} // taken out of the free sets here
+	reserve := func(ip netip.Addr) {
+		if keepers[ip] > 0 && !reserved[ip] && ns.reserve(ip) {
+			reserved[ip] = true
+		}
+	}
+	for i, sv := range evicted {
+		e := evictee{sv: sv}
 		for _, ip := range sv.ips {
 			if ns.poolOf(ip) == nil {
-				ch.Left = append(ch.Left, ip)
+				e.left = append(e.left, ip)
 			} else {
-				kept = append(kept, ip)
+				e.kept = append(e.kept, ip)
+				if ns.mayKeep(ip, &sv.req) {
+					e.mine = append(e.mine, ip)
+					keepers[ip]++
+				}
 			}
 		}
-		p, ips, err := ns.resolve(&sv.req, nil, kept)
+		evs[i] = e
+	}
+	for ip := range keepers {
+		reserve(ip)
+	}
+	reallocate := func(e evictee) (Change, bool) {
+		ch := Change{Service: e.sv.req.Service, Old: e.sv.assignment(), Left: e.left}
+		p, ips, err := ns.resolve(&e.sv.req, nil, e.kept)
 		if err != nil {
 			ch.Kind, ch.Err = ChangeRevoked, err
-			a.log.Info("pool change revoked addresses", "service", ch.Service, "left", ch.Left, "error", err)
-		} else {
-			ch.Kind, ch.New = ChangeReallocated, ns.attach(sv.req, p, ips).assignment()
-			a.log.Info("pool change re-allocated service", "service", ch.Service, "left", ch.Left, "ips", ips)
+			return ch, false
+		}
+		ch.Kind, ch.New = ChangeReallocated, ns.attach(e.sv.req, p, ips).assignment()
+		return ch, true
+	}
+	var failed []evictee
+	var failedAt []int // index in changes
+	for _, e := range evs {
+		for _, ip := range e.mine {
+			keepers[ip]--
+			if reserved[ip] {
+				ns.unreserve(ip)
+				delete(reserved, ip)
+			}
+		}
+		ch, ok := reallocate(e)
+		if !ok {
+			failed = append(failed, e)
+			failedAt = append(failedAt, len(changes))
 		}
 		changes = append(changes, ch)
+		for _, ip := range e.mine {
+			reserve(ip) // still wanted by a later service and not taken by this one
+		}
+	}
+	for ip := range reserved { // none left: every keeper has had its turn
+		ns.unreserve(ip)
+	}
+	// A service that found no room, or whose requested address another
+	// re-allocated service was keeping, is tried once more now that every
+	// address kept but not used is free again.
+	for i, e := range failed {
+		changes[failedAt[i]], _ = reallocate(e)
+	}
+	for _, ch := range changes {
+		switch ch.Kind {
+		case ChangeRevoked:
+			a.log.Info("pool change revoked addresses", "service", ch.Service, "left", ch.Left, "error", ch.Err)
+		case ChangeReallocated:
+			a.log.Info("pool change re-allocated service", "service", ch.Service, "left", ch.Left, "ips", ch.New.IPs)
+		}
 	}
 	slices.SortFunc(changes, func(x, y Change) int { return strings.Compare(x.Service, y.Service) })
 	a.st = ns

@@ -402,3 +402,82 @@ func TestSetPoolsAfterRestoreKeepsIPv6AndDualStack(t *testing.T) {
 	wantIPs(t, mustAlloc(t, a, dual.Request), "p", "192.0.2.2", "2001:db8::3")
 	checkInvariants(t, a)
 }
+
+// TestSetPoolsEvictedServicesKeepTheirEligibleAddresses: services
+// re-allocated at a configuration change are handled in name order, but
+// one never takes an address that another re-allocated service still holds
+// and may keep, as the SetPools doc promises.
+func TestSetPoolsEvictedServicesKeepTheirEligibleAddresses(t *testing.T) {
+	a := mustNew(t,
+		mkPool(t, "old", "203.0.113.0/32"),
+		mkPool(t, "p", "192.0.2.0/30", "2001:db8::/126"),
+	)
+	wantIPs(t, mustAlloc(t, a, Request{Service: "a"}), "old", "203.0.113.0")
+	wantIPs(t, mustAlloc(t, a, Request{Service: "b", Family: DualStack}), "p", "192.0.2.0", "2001:db8::")
+	// "old" goes away (a is re-allocated); b's IPv6 address moves to pool q
+	// (b is re-allocated too) but its IPv4 address stays eligible in p.
+	changes, err := a.SetPools([]AddressPool{
+		mkPool(t, "p", "192.0.2.0/30", "2001:db8:1::/126"),
+		mkPool(t, "q", "2001:db8::/126"),
+	})
+	require.NoError(t, err)
+	require.Len(t, changes, 2, "changes = %+v", changes)
+	for _, ch := range changes {
+		require.Equal(t, ChangeReallocated, ch.Kind, "changes = %+v", changes)
+	}
+	wantIPs(t, changes[0].New, "p", "192.0.2.1")
+	wantIPs(t, changes[1].New, "p", "192.0.2.0", "2001:db8:1::")
+	checkInvariants(t, a)
+}
+
+// TestSetPoolsReservedAddressAndARequestForIt: an address that one
+// re-allocated service may keep is not handed to another re-allocated
+// service that requests it (after a Restore gave that one other addresses)
+// when the keeper keeps it, as an Allocate would refuse the request; when
+// the keeper does not use it after all, the requester gets it on its second
+// try.
+func TestSetPoolsReservedAddressAndARequestForIt(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		z    Assignment // restored into p, kept address 192.0.2.5
+		zIPs []string   // after SetPools
+	}{
+		{
+			name: "the keeper keeps it",
+			z:    Assignment{Service: "z", IPs: addrs("192.0.2.5", "2001:db8::1"), Request: Request{Family: DualStack}},
+			zIPs: []string{"192.0.2.5", "2001:db8:1::"},
+		},
+		{
+			name: "the keeper requests another address",
+			z:    Assignment{Service: "z", IPs: addrs("192.0.2.5"), Request: Request{IPs: addrs("192.0.2.6")}},
+			zIPs: []string{"192.0.2.6"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := mustNew(t, mkPool(t, "old", "203.0.113.0/31"), mkPool(t, "p", "192.0.2.0/29", "2001:db8::/126"))
+			res := a.Restore([]Assignment{
+				tc.z,
+				{Service: "a", IPs: addrs("203.0.113.1"), Request: Request{IPs: addrs("192.0.2.5")}},
+			})
+			for _, r := range res {
+				require.NoError(t, r.Err, "restore %s", r.Service)
+			}
+			// a's address leaves the pools; z's IPv6 address does too, or
+			// z's request does not fit what it holds: both are re-allocated.
+			changes, err := a.SetPools([]AddressPool{mkPool(t, "p", "192.0.2.0/29", "2001:db8:1::/126")})
+			require.NoError(t, err)
+			require.Len(t, changes, 2, "changes = %+v", changes)
+			require.Equal(t, "a", changes[0].Service, "changes = %+v", changes)
+			require.Equal(t, ChangeReallocated, changes[1].Kind, "changes = %+v", changes)
+			wantIPs(t, changes[1].New, "p", tc.zIPs...)
+			if tc.zIPs[0] == "192.0.2.5" {
+				require.Equal(t, ChangeRevoked, changes[0].Kind, "changes = %+v", changes)
+				require.ErrorIs(t, changes[0].Err, ErrAddressInUse, "changes = %+v", changes)
+			} else {
+				require.Equal(t, ChangeReallocated, changes[0].Kind, "changes = %+v", changes)
+				wantIPs(t, changes[0].New, "p", "192.0.2.5")
+			}
+			checkInvariants(t, a)
+		})
+	}
+}

@@ -273,6 +273,39 @@ func (s *state) detach(sv *svcState) {
 	delete(s.svcs, sv.req.Service)
 }
 
+// reserve takes ip, an address of a pool that nobody holds, out of its
+// pool's free set without giving it to anyone (SetPools keeps it for the
+// service that may keep it); it reports false when ip was not free.
+func (s *state) reserve(ip netip.Addr) bool {
+	if s.ips[ip] != nil {
+		return false
+	}
+	p := s.poolOf(ip)
+	return p != nil && p.free[famIdx(ip)].take(toU128(ip))
+}
+
+// mayKeep reports whether a re-allocation of req could keep ip: ip is in a
+// pool that resolve tries for req, of a family req wants, and req does not
+// request another address of that family.
+func (s *state) mayKeep(ip netip.Addr, req *Request) bool {
+	p := s.poolOf(ip)
+	if p == nil || familyOf(ip)&req.Family == 0 || req.Pool != "" && req.Pool != p.cfg.Name {
+		return false
+	}
+	if len(req.IPs) > 0 {
+		if pin, ok := addrOfFamily(req.IPs, familyOf(ip)); ok && pin != ip {
+			return false
+		}
+		return s.poolOf(req.IPs[0]) == p
+	}
+	return req.Pool != "" || !p.cfg.DisableAutoAssign
+}
+
+// unreserve returns an address taken by reserve to its pool's free set.
+func (s *state) unreserve(ip netip.Addr) {
+	s.poolOf(ip).free[famIdx(ip)].put(toU128(ip))
+}
+
 // update replaces the request of a service that keeps its addresses, after
 // checking the new ports, key and policy against the other holders.
 func (s *state) update(sv *svcState, req Request) error {
@@ -420,6 +453,10 @@ func (s *state) pickIn(p *addrPool, req *Request, fams Family, pinned, preferred
 			if e := s.sharingBlock(ip, req); e != nil {
 				return nil, &AllocationError{Service: req.Service, Pool: p.cfg.Name, IP: ip, Err: e}
 			}
+			if s.ips[ip] == nil && !p.free[famIdx(ip)].has(toU128(ip)) {
+				return nil, &AllocationError{Service: req.Service, Pool: p.cfg.Name, IP: ip, Err: ErrAddressInUse,
+					Detail: "another service that a pool change re-allocates may keep it"}
+			}
 			out = append(out, ip)
 			continue
 		}
@@ -453,7 +490,7 @@ func (s *state) autoPick(p *addrPool, f Family, req *Request, preferred []netip.
 		if familyOf(ip) != f || !p.contains(ip) {
 			continue
 		}
-		if st := s.ips[ip]; st == nil || s.sharingBlock(ip, req) == nil {
+		if st := s.ips[ip]; st != nil && s.sharingBlock(ip, req) == nil || st == nil && p.free[fi].has(toU128(ip)) {
 			return ip, true
 		}
 	}
