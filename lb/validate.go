@@ -499,7 +499,7 @@ func isDNS1123Subdomain(s string) bool {
 	if len(s) == 0 || len(s) > 253 {
 		return false
 	}
-	for _, l := range strings.Split(s, ".") {
+	for l := range strings.SplitSeq(s, ".") {
 		if !isDNS1123Label(l) {
 			return false
 		}

@@ -3,6 +3,7 @@ package lb
 import (
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -261,5 +262,29 @@ func TestValidationNamesAreInjectionSafe(t *testing.T) {
 		if s.Validate() == nil {
 			t.Errorf("port name %q accepted", name)
 		}
+	}
+}
+
+// TestValidateEndpointsAllocatesNothing: ValidateEndpoints runs for every
+// endpoint of every service on every sync, so valid input costs no
+// allocation, as its implementation promises (node names included).
+func TestValidateEndpointsAllocatesNothing(t *testing.T) {
+	eps := make([]Endpoint, 100)
+	for i := range eps {
+		eps[i] = Endpoint{
+			Addr:  netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}),
+			Ready: true, Serving: true,
+			NodeName: "node-" + strconv.Itoa(i) + ".rack-1.example",
+			Zone:     "zone-1",
+			Ports:    []EndpointPort{{Name: "http", Port: 8080}, {Name: "dns", Protocol: UDP, Port: 53}},
+		}
+	}
+	var err error
+	allocs := testing.AllocsPerRun(20, func() { err = ValidateEndpoints(eps) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if allocs != 0 {
+		t.Errorf("ValidateEndpoints of %d valid endpoints: %v allocations, want 0", len(eps), allocs)
 	}
 }
