@@ -150,11 +150,18 @@ func (s *IPTables) now() time.Time {
 
 // Sync compiles services (see Compile) and programs them: a partial sync
 // that rewrites only the chains of changed service ports, or a full sync
-// when the full-sync interval has passed, the previous sync failed, or this
-// is the first sync. On invalid input nothing is applied. A restore the
-// kernel refuses leaves that table as it was (the error is an
-// *iptables.RestoreError with the offending line) and makes the next sync
-// full.
+// when the family's full-sync interval has passed, its previous sync
+// failed, or this is its first sync. On invalid input nothing is applied.
+//
+// The families are applied one after the other, IPv4 first, each with its
+// own restore; they are not one transaction. A restore the kernel refuses
+// leaves that family's tables as they were (the error is an
+// *iptables.RestoreError with the offending line) and makes that family's
+// next sync full. So if the IPv6 restore is refused after the IPv4 one
+// succeeded, IPv4's new rules stay in force (as in kube-proxy) and are not
+// rolled back. The returned stats list only the families whose rules were
+// applied, also when an error follows (a failed conntrack cleanup after
+// the restore).
 func (s *IPTables) Sync(ctx context.Context, services []ServiceEndpoints) ([]IPTablesStats, error) {
 	return s.sync(ctx, services, false)
 }

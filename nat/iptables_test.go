@@ -799,3 +799,33 @@ func TestMissingHooksAllocationsDoNotGrowWithTheSave(t *testing.T) {
 		}
 	}
 }
+
+// TestIPv4StaysAppliedWhenIPv6IsRefused pins what Sync's doc promises: the
+// families are applied one after the other, and a refused IPv6 restore
+// does not roll back IPv4's new rules.
+func TestIPv4StaysAppliedWhenIPv6IsRefused(t *testing.T) {
+	ctx := context.Background()
+	s, v4, v6 := newFakeSyncer(t, goldenConfig(), IPTablesOptions{})
+	services := goldenServices()
+	if _, err := s.Sync(ctx, services); err != nil {
+		t.Fatal(err)
+	}
+	v4Before, v6Before := ownLines(v4.Dump()), ownLines(v6.Dump())
+	front := &services[2] // loses one endpoint of each family
+	front.Endpoints = []lb.Endpoint{front.Endpoints[1], front.Endpoints[3]}
+	v6.BeforeRestore = func([]byte) error { return errors.New("refused on purpose") }
+	st, err := s.Sync(ctx, services)
+	var re *iptables.RestoreError
+	if !errors.As(err, &re) || re.Family != iptables.IPv6 {
+		t.Fatalf("want IPv6's RestoreError, got %v", err)
+	}
+	if len(st) != 1 || st[0].Family != lb.IPv4 || st[0].Changed == 0 {
+		t.Errorf("stats %+v, want IPv4's partial sync only", st)
+	}
+	if ownLines(v4.Dump()) == v4Before {
+		t.Error("IPv4's new rules are not in force")
+	}
+	if ownLines(v6.Dump()) != v6Before {
+		t.Error("the refused IPv6 restore changed IPv6's rules")
+	}
+}
