@@ -90,6 +90,11 @@ func (t Target) String() string { return t.AddrPort.String() }
 
 // EndpointSelection is which endpoints each kind of traffic to one service
 // port may use on one node, with Kubernetes semantics.
+//
+// Its lists are read-only: two of them may share one backing array (Internal
+// is Cluster or Local, and a list that keeps every target of another is that
+// list), so modify a copy (slices.Clone), never an element in place. None
+// has spare capacity, so appending to one never changes another.
 type EndpointSelection struct {
 	// Cluster is what the Cluster policy uses: ready endpoints (only those
 	// in the node's zone when the service prefers the same zone, the zone
@@ -341,7 +346,9 @@ func (r *Resolver) selectEndpoints(svc *Service, rp *ResolvedPort, p ServicePort
 	// Sorted by address and port, list order kept among equals, so that
 	// duplicates sit together and the first one is first.
 	slices.SortStableFunc(all, func(a, b Target) int { return a.AddrPort.Compare(b.AddrPort) })
-	all = mergeDuplicates(all)
+	// Clipped: the lists below may be all itself, and spare capacity shared
+	// by two of them would let an append to one overwrite the other.
+	all = slices.Clip(mergeDuplicates(all))
 
 	ready := func(t Target) bool { return t.Ready }
 	servingTerminating := func(t Target) bool { return t.Serving && t.Terminating }
@@ -495,5 +502,5 @@ func unionTargets(a, b []Target) []Target {
 		}
 	}
 	out = append(out, a...)
-	return append(out, b...)
+	return slices.Clip(append(out, b...)) // merged duplicates left spare capacity
 }

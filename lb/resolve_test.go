@@ -793,3 +793,43 @@ func TestTargetPortConventions(t *testing.T) {
 		})
 	}
 }
+
+// TestEndpointSelectionListsDoNotShareSpareCapacity: the lists of an
+// EndpointSelection may share storage, but none has spare capacity, so a
+// caller that appends to two of them gets two separate lists instead of
+// one append overwriting the other.
+func TestEndpointSelectionListsDoNotShareSpareCapacity(t *testing.T) {
+	s := svc4(nodePortSvc, func(s *Service) { s.ExternalTrafficPolicy = TrafficPolicyLocal })
+	// A duplicate and an endpoint of the other family leave the list of
+	// all targets shorter than the endpoints; every endpoint is ready and
+	// local, so Cluster, Local and Serving are all of them.
+	eps := []Endpoint{
+		ep("192.0.2.1", "a", "", "ready"), ep("192.0.2.2", "a", "", "ready"),
+		ep("192.0.2.1", "a", "", "ready"), ep("2001:db8::1", "a", "", "ready"),
+	}
+	sel := resolveOne(t, s, eps, Node{Name: "a"}).Endpoints
+	lists := []struct {
+		name string
+		ts   []Target
+	}{
+		{"Cluster", sel.Cluster}, {"Local", sel.Local}, {"Internal", sel.Internal},
+		{"External", sel.External}, {"Reachable", sel.Reachable}, {"Serving", sel.Serving},
+	}
+	want := []string{"192.0.2.1:8080", "192.0.2.2:8080"}
+	grown := make([][]Target, len(lists))
+	for i, l := range lists {
+		if got := addrs(l.ts); !slices.Equal(got, want) {
+			t.Fatalf("%s = %v, want %v", l.name, got, want)
+		}
+		marker := Target{AddrPort: netip.AddrPortFrom(a4("203.0.113.1"), uint16(i+1))}
+		grown[i] = append(l.ts, marker)
+	}
+	for i, l := range lists {
+		if got := grown[i][len(grown[i])-1].AddrPort.Port(); got != uint16(i+1) {
+			t.Errorf("appending to %s was overwritten by an append to another list (port %d, want %d)", l.name, got, i+1)
+		}
+		if got := addrs(l.ts); !slices.Equal(got, want) {
+			t.Errorf("%s changed to %v after the appends", l.name, got)
+		}
+	}
+}
