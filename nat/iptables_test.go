@@ -493,43 +493,65 @@ func TestPortHashCoversEveryField(t *testing.T) {
 		}
 	}
 	ph := newPortHasher()
-	h0 := ph.port(base)
-	var walk func(v reflect.Value, path string)
+	checked := checkHashCoversEveryField(t, reflect.ValueOf(base).Elem(), "Port", "the port hash",
+		func() uint64 { return ph.port(base) }, skipHashField)
+	t.Logf("%d leaf fields checked", checked)
+}
+
+// checkHashCoversEveryField walks the value root (addressable, named path)
+// and, for each leaf field in turn, changes it, expects hash to change,
+// and restores it; each slice must be non-empty in the sample, its first
+// element is walked, and a slice one element longer must change the hash
+// too. skip names leaf paths hash may ignore; what names the hash in
+// messages. It returns the number of leaves checked.
+func checkHashCoversEveryField(t *testing.T, root reflect.Value, path, what string, hash func() uint64, skip func(string) bool) int {
+	t.Helper()
+	h0 := hash()
 	checked := 0
+	var walk func(v reflect.Value, path string)
 	walk = func(v reflect.Value, path string) {
 		switch v.Kind() {
 		case reflect.Struct:
-			if v.Type() == reflect.TypeOf(netip.Addr{}) || v.Type() == reflect.TypeOf(netip.AddrPort{}) || v.Type() == reflect.TypeOf(netip.Prefix{}) {
-				break
+			switch v.Type() {
+			case reflect.TypeFor[netip.Addr](), reflect.TypeFor[netip.AddrPort](), reflect.TypeFor[netip.Prefix]():
+				// a leaf: mutate changes it
+			default:
+				for i := range v.NumField() {
+					walk(v.Field(i), path+"."+v.Type().Field(i).Name)
+				}
+				return
 			}
-			for i := range v.NumField() {
-				walk(v.Field(i), path+"."+v.Type().Field(i).Name)
-			}
-			return
 		case reflect.Slice:
 			if v.Len() == 0 {
-				t.Errorf("%s is empty in the sample port: the test cannot vary it", path)
+				t.Errorf("%s is empty in the sample: the test cannot vary it", path)
 				return
 			}
 			walk(v.Index(0), path+"[0]")
+			// Adding an element must count too.
+			old := reflect.ValueOf(v.Interface())
+			v.Set(reflect.Append(v, v.Index(0)))
+			if hash() == h0 {
+				t.Errorf("a longer %s does not change %s", path, what)
+			}
+			v.Set(old)
 			return
 		}
-		if skipHashField(path) {
+		if skip != nil && skip(path) {
 			return
 		}
 		old := reflect.ValueOf(v.Interface())
 		mutate(t, v, path)
-		if ph.port(base) == h0 {
-			t.Errorf("changing %s does not change the port hash", path)
+		if hash() == h0 {
+			t.Errorf("changing %s does not change %s", path, what)
 		}
 		v.Set(old)
-		if ph.port(base) != h0 {
-			t.Fatalf("restoring %s did not restore the hash", path)
+		if hash() != h0 {
+			t.Fatalf("restoring %s did not restore %s", path, what)
 		}
 		checked++
 	}
-	walk(reflect.ValueOf(base).Elem(), "Port")
-	t.Logf("%d leaf fields checked", checked)
+	walk(root, path)
+	return checked
 }
 
 // Fields that describe an endpoint but do not change what any engine
