@@ -1083,8 +1083,11 @@ func busyCPU(t *testing.T) {
 // TestHangingChecksDoNotStarveOthersOnABusyCPU: checks that hang on the
 // network until their timeout hold a worker each. While the process is also
 // busy with other work (so that the pool's own timer fires late), the pool
-// must still grow to run the healthy targets' checks on time, instead of
-// queueing them behind the hanging ones.
+// must still grow to a worker per hanging check, instead of queueing the
+// healthy targets' checks behind them, and the healthy targets go on being
+// checked. How fast they are checked is not asserted: a rate measured over
+// wall-clock time is a timed test (see DESIGN.md);
+// TestPoolGrowsWhenItsTimerIsLate covers the growth arithmetic.
 func TestHangingChecksDoNotStarveOthersOnABusyCPU(t *testing.T) {
 	const (
 		hanging  = 100
@@ -1105,24 +1108,14 @@ func TestHangingChecksDoNotStarveOthersOnABusyCPU(t *testing.T) {
 	}
 	busyCPU(t)
 	waitFor(t, "the hanging checks to be in flight", func() bool { return h.c.Stats().InFlight >= hanging })
+	waitFor(t, fmt.Sprintf("a worker for each of the %d hanging checks", hanging), func() bool { return h.c.Stats().Workers >= hanging })
 	for i := range checks {
 		checks[i].Store(0)
 	}
-	// In 2 s each healthy target is due 20 times; ask for a quarter.
-	const window = 2 * time.Second
-	time.Sleep(window)
-	st := h.c.Stats()
-	least := int64(window / interval)
 	for i := range checks {
-		least = min(least, checks[i].Load())
+		waitFor(t, fmt.Sprintf("healthy target %d to be checked again", i), func() bool { return checks[i].Load() > 0 })
 	}
-	if least < int64(window/interval)/4 {
-		t.Errorf("a healthy target was checked %d times in %v at a %v interval; stats %+v", least, window, interval, st)
-	}
-	t.Logf("healthy targets checked at least %d times in %v; stats %+v", least, window, st)
-	if st.Workers < hanging {
-		t.Errorf("%d workers for %d hanging checks", st.Workers, hanging)
-	}
+	t.Logf("stats %+v", h.c.Stats())
 }
 
 // TestStartDelayIsMeasuredWhenTheWorkerStarts: a check taken from the heap
