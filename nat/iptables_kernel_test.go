@@ -195,3 +195,103 @@ func (e *iptEngine) Foreign(t *testing.T) string {
 }
 
 var counters = regexp.MustCompile(`\[\d+:\d+\]`)
+
+// TestIPTablesRepairsHooksAndStaleChains checks the repair of a full sync
+// against what the real tools print, not lbkit's own rendering (the
+// Fake's): a hook deleted by hand from a built-in chain is put back once,
+// a stale chain left with lbkit's prefix is deleted, and repeated full
+// syncs never duplicate a hook. On both backends, both families.
+func TestIPTablesRepairsHooksAndStaleChains(t *testing.T) {
+	for _, backend := range []iptables.Backend{iptables.BackendNFT, iptables.BackendLegacy} {
+		t.Run(backend.String(), func(t *testing.T) {
+			ctx := context.Background()
+			eut := iptablesEngine(backend)
+			s := newSuiteLab(t, append(eut.tools, strings.Replace(eut.tools[2], "iptables", "ip6tables", 1)))
+			e := eut.start(t, s.lb, s.cfg).(*iptEngine)
+			web := service("web", 1, lb.IPv4, s.endpoints(lb.IPv4, 0, 1, 2))
+			web6 := service("web6", 1, lb.IPv6, s.endpoints(lb.IPv6, 0, 1, 2))
+			svcs := []nat.ServiceEndpoints{web, web6}
+			if err := e.Sync(ctx, svcs); err != nil {
+				t.Fatal(err)
+			}
+			want := e.hookLines(t)
+			if len(want) == 0 {
+				t.Fatal("no hook lines in iptables-save: the check would be vacuous")
+			}
+			for line, n := range want {
+				if n != 1 {
+					t.Fatalf("after the first sync %q appears %d times", line, n)
+				}
+			}
+			// Behind lbkit's back: the nat PREROUTING hook goes, and a
+			// chain with lbkit's prefix that no service wants appears.
+			for _, v := range []string{"4", "6"} {
+				num := 0
+				for _, line := range strings.Split(e.ipt(t, v, "-t", "nat", "-S", "PREROUTING"), "\n") {
+					if !strings.HasPrefix(line, "-A ") {
+						continue
+					}
+					num++
+					if strings.Contains(line, "-j "+nat.DefaultPrefix) {
+						break
+					}
+				}
+				e.ipt(t, v, "-t", "nat", "-D", "PREROUTING", fmt.Sprint(num))
+				e.ipt(t, v, "-t", "nat", "-N", "LBK-SEP-STALESTALESTALE")
+				e.ipt(t, v, "-t", "nat", "-A", "LBK-SEP-STALESTALESTALE", "-j", "RETURN")
+			}
+			if got := e.hookLines(t); len(got) != len(want)-2 {
+				t.Fatalf("deleting the two PREROUTING hooks left %d of %d hook lines: the test would prove nothing", len(got), len(want))
+			}
+			c, err := s.client1.Count(ctx, nettest.Probe{To: clusterIP(web), N: 5, Timeout: 500 * time.Millisecond})
+			if err != nil || c.Total() != 0 {
+				t.Fatalf("without its hook the service still answers (%v, %v): the test would prove nothing", c.Backends, err)
+			}
+			for i := range 4 { // the repair, then three more full syncs
+				if err := e.PeriodicSync(ctx, svcs); err != nil {
+					t.Fatalf("full sync %d: %v", i, err)
+				}
+				got := e.hookLines(t)
+				for line, n := range got {
+					if n != 1 || want[line] == 0 {
+						t.Errorf("full sync %d: %q appears %d times (before the damage: %d)", i, line, n, want[line])
+					}
+				}
+				for line := range want {
+					if got[line] == 0 {
+						t.Errorf("full sync %d: hook %q is missing", i, line)
+					}
+				}
+				for _, v := range []string{"4", "6"} {
+					if save := e.ipt(t, v, "-t", "nat", "-S"); strings.Contains(save, "STALESTALESTALE") {
+						t.Errorf("full sync %d: IPv%s still has the stale chain:\n%s", i, v, save)
+					}
+				}
+			}
+			distribution(t, s.client1, nettest.Probe{To: clusterIP(web), N: 300}, even(s.beNames...))
+		})
+	}
+}
+
+// hookLines counts, per family, table and line, the rules in built-in
+// chains that jump to one of lbkit's chains, as iptables-save prints them.
+func (e *iptEngine) hookLines(t *testing.T) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, v := range []string{"4", "6"} {
+		tool := e.tool + "-save"
+		if v == "6" {
+			tool = strings.Replace(tool, "iptables", "ip6tables", 1)
+		}
+		for _, table := range []string{"nat", "filter"} {
+			for _, line := range strings.Split(e.host.MustRun(t, tool, "-t", table), "\n") {
+				f := strings.Fields(line)
+				if len(f) < 2 || f[0] != "-A" || strings.HasPrefix(f[1], nat.DefaultPrefix) || !strings.Contains(line, "-j "+nat.DefaultPrefix) {
+					continue
+				}
+				out[v+" "+table+": "+line]++
+			}
+		}
+	}
+	return out
+}
